@@ -1,0 +1,1 @@
+"""ase_mlp.analysis (see the issues tracker for planned content)."""

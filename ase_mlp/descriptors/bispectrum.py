@@ -1,0 +1,499 @@
+"""SNAP bispectrum descriptor in torch, exact to LAMMPS ``compute sna/atom``.
+
+Thompson, Swiler, Trott, Foiles, Tucker, J. Comput. Phys. 285, 316 (2015);
+Wood & Thompson, J. Chem. Phys. 148, 241721 (2018) (quadratic);
+Cusentino, Wood & Thompson, J. Phys. Chem. A 124, 5456 (2020) (chemflag).
+
+The route is LAMMPS's, vectorised:
+
+1. for every edge ``r_ij`` within ``rcutfac * (R_i + R_j)``, the Wigner matrices
+   ``u_j(r_ij)`` on the 3-sphere by the Cayley-Klein recursion (VMK 4.8.2);
+2. per atom, the density ``U_i = w_self * I + sum_j f_c(r_ij) w_j u(r_ij)``
+   (one copy per element of ``j`` with ``chemflag``);
+3. ``Z_{j1 j2 j} = sum CG CG U_j1 U_j2`` and ``B_{j1 j2 j} = sum conj(U_j) Z``;
+4. forces by the adjoint route: with ``beta_i = dE_i/dB_i`` (supplied by the
+   model), the gradient ``Y_i = dE_i/dU_i`` is assembled once per atom and
+   contracted with ``dU/dr_ij`` for every edge. No autograd over edges.
+
+Memory is bounded by processing atoms and edges in chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ase_mlp.descriptors._sna_tables import n_bispectrum, sna_tables
+from ase_mlp._util import check_elements
+from ase_mlp.neighbors.graph import edges_within
+
+
+#: LAMMPS keywords of ``.snapparam`` files accepted but without effect here
+#: (Kokkos/OpenMP tuning knobs).
+IGNORED_KEYWORDS = ("chunksize", "parallelthresh")
+
+_COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64}
+
+
+def _per_element(name, value, elements, default=None):
+    if value is None:
+        if default is None:
+            raise ValueError(f"{name} must be given for elements {elements}")
+        value = [default] * len(elements)
+    if isinstance(value, dict):
+        missing = [e for e in elements if e not in value]
+        if missing:
+            raise ValueError(f"{name} has no value for element(s) {missing}")
+        value = [value[e] for e in elements]
+    value = [float(v) for v in value]
+    if len(value) != len(elements):
+        raise ValueError(f"{name} needs {len(elements)} values (one per element), got {len(value)}")
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+class Bispectrum(torch.nn.Module):
+    """SNAP bispectrum components, LAMMPS conventions and keywords.
+
+    Parameters
+    ----------
+    elements : list of str
+        Chemical symbols; their order is the element order of the model.
+    twojmax : int
+        Band limit ``2 J_max``.
+    rcutfac : float
+        Cutoff scale: the pair cutoff is ``rcutfac * (R_i + R_j)`` (Å).
+    radii, weights : sequence or dict
+        Per-element radii ``R`` (Å) and neighbour weights ``w``.
+    rfac0, rmin0 : float
+        Angular mapping ``theta0 = rfac0 * pi * (r - rmin0) / (R_ij - rmin0)``.
+    switchflag : bool
+        Use the cosine cutoff function (LAMMPS default 1).
+    bzeroflag : bool
+        Subtract the isolated-atom bispectrum (LAMMPS default 1).
+    chemflag : bool
+        Explicit multi-element bispectrum (``n_elements**3`` blocks).
+    bnormflag : bool
+        Normalise ``B_{j1 j2 j}`` by ``1/(j+1)``.
+    wselfallflag : bool
+        Add the self weight to every element's density, not only the centre's.
+    switchinnerflag : bool
+        Inner switching between ``sinner`` and ``sinner + dinner`` (per element,
+        pair values are the averages of the two elements).
+    """
+
+    def __init__(
+        self,
+        elements,
+        twojmax: int,
+        rcutfac: float,
+        radii,
+        weights=None,
+        *,
+        rfac0: float = 0.99363,
+        rmin0: float = 0.0,
+        switchflag: bool = True,
+        bzeroflag: bool = True,
+        chemflag: bool = False,
+        bnormflag: bool = False,
+        wselfallflag: bool = False,
+        switchinnerflag: bool = False,
+        sinner=None,
+        dinner=None,
+    ):
+        super().__init__()
+        self.elements = check_elements(list(elements))
+        twojmax = int(twojmax)
+        if twojmax < 0:
+            raise ValueError(f"twojmax must be a non-negative integer, got {twojmax}")
+        if not (rcutfac > 0 and math.isfinite(rcutfac)):
+            raise ValueError(f"rcutfac must be positive, got {rcutfac}")
+        if not (0.0 < rfac0 <= 1.0):
+            raise ValueError(f"rfac0 must be in (0, 1], got {rfac0}")
+        self.twojmax = twojmax
+        self.rcutfac = float(rcutfac)
+        self.radii = _per_element("radii", radii, self.elements)
+        self.weights = _per_element("weights", weights, self.elements, default=1.0)
+        if any(r <= 0 for r in self.radii):
+            raise ValueError(f"radii must be positive, got {self.radii}")
+        self.rfac0 = float(rfac0)
+        self.rmin0 = float(rmin0)
+        self.switchflag = bool(switchflag)
+        self.bzeroflag = bool(bzeroflag)
+        self.chemflag = bool(chemflag)
+        self.bnormflag = bool(bnormflag)
+        self.wselfallflag = bool(wselfallflag)
+        self.switchinnerflag = bool(switchinnerflag)
+        if self.switchinnerflag:
+            self.sinner = _per_element("sinner", sinner, self.elements)
+            self.dinner = _per_element("dinner", dinner, self.elements)
+            if any(d <= 0 for d in self.dinner):
+                raise ValueError(f"dinner must be positive, got {self.dinner}")
+        else:
+            if sinner is not None or dinner is not None:
+                raise ValueError("sinner/dinner are given but switchinnerflag is off")
+            self.sinner = self.dinner = None
+        rc = self.pair_cutoffs()
+        if self.rmin0 >= rc.min():
+            raise ValueError(f"rmin0={self.rmin0} must be below the smallest cutoff {rc.min()}")
+
+        n_slots = len(self.elements) if self.chemflag else 1
+        self.n_slots = n_slots
+        self.tables = sna_tables(self.twojmax, n_slots, self.bnormflag)
+        t = self.tables
+        reg = self.register_buffer
+        reg("_cutoffs", torch.as_tensor(rc), persistent=False)
+        reg("_radii", torch.tensor(self.radii, dtype=torch.float64), persistent=False)
+        reg("_weights", torch.tensor(self.weights, dtype=torch.float64), persistent=False)
+        if self.switchinnerflag:
+            reg("_sinner", torch.tensor(self.sinner, dtype=torch.float64), persistent=False)
+            reg("_dinner", torch.tensor(self.dinner, dtype=torch.float64), persistent=False)
+        for name in ("zidx", "zp1", "zp2", "bidx", "bz", "bq", "half_index", "diag_index"):
+            reg("_" + name, torch.as_tensor(getattr(t, name)), persistent=False)
+        reg("_zcoef", torch.as_tensor(t.zcoef), persistent=False)
+        reg("_bw", torch.as_tensor(t.bw), persistent=False)
+        reg("_half_sign", torch.as_tensor(t.half_sign), persistent=False)
+        reg("_half_weight", torch.as_tensor(t.half_weight), persistent=False)
+        partner = t.half_partner.copy()
+        centre = partner < 0
+        partner[centre] = t.half_index[centre]
+        reg("_half_partner", torch.as_tensor(partner), persistent=False)
+        reg("_half_centre", torch.as_tensor(centre), persistent=False)
+        bzero = np.zeros(t.n_b)
+        if self.bzeroflag:
+            bzero = 1.0 if self.bnormflag else (t.bzero_j + 1).astype(np.float64)
+            bzero = np.broadcast_to(bzero, (t.n_b,)).astype(np.float64)
+        reg("_bzero", torch.as_tensor(bzero), persistent=False)
+        reg("_triple_of_b", torch.as_tensor(t.triple_of_b), persistent=False)
+        self._layer_cache: dict = {}
+
+    # ------------------------------------------------------------------ info
+    @property
+    def n_descriptors(self) -> int:
+        """Number of bispectrum components per atom (``K * n_elements**3`` with chemflag)."""
+        return self.tables.n_b
+
+    @property
+    def n_components_per_block(self) -> int:
+        return n_bispectrum(self.twojmax)
+
+    def pair_cutoffs(self) -> np.ndarray:
+        r = np.asarray(self.radii)
+        return self.rcutfac * (r[:, None] + r[None, :])
+
+    @property
+    def cutoff(self) -> float:
+        return float(self.pair_cutoffs().max())
+
+    def config(self) -> dict:
+        cfg = dict(
+            elements=list(self.elements),
+            twojmax=self.twojmax,
+            rcutfac=self.rcutfac,
+            radii=list(self.radii),
+            weights=list(self.weights),
+            rfac0=self.rfac0,
+            rmin0=self.rmin0,
+            switchflag=self.switchflag,
+            bzeroflag=self.bzeroflag,
+            chemflag=self.chemflag,
+            bnormflag=self.bnormflag,
+            wselfallflag=self.wselfallflag,
+            switchinnerflag=self.switchinnerflag,
+        )
+        if self.switchinnerflag:
+            cfg.update(sinner=list(self.sinner), dinner=list(self.dinner))
+        return cfg
+
+    def extra_repr(self) -> str:
+        flags = [k for k in ("chemflag", "bnormflag", "wselfallflag", "switchinnerflag")
+                 if getattr(self, k)]
+        return (f"elements={self.elements}, twojmax={self.twojmax}, rcutfac={self.rcutfac}, "
+                f"n_descriptors={self.n_descriptors}" + (f", {'+'.join(flags)}" if flags else ""))
+
+    # ------------------------------------------------------------ public API
+    def forward(self, graph, vectors: torch.Tensor | None = None) -> torch.Tensor:
+        """Bispectrum components of every atom, shape ``(n_atoms, n_descriptors)``."""
+        if vectors is None:
+            vectors = graph.edge_vectors()
+        out = []
+
+        def keep(B, species):
+            out.append(B)
+            return B.new_zeros(B.shape[0]), None
+
+        self.evaluate(graph, vectors, keep, need_gradient=False)
+        if not out:
+            return vectors.new_zeros((0, self.n_descriptors))
+        return torch.cat(out, dim=0)
+
+    def evaluate(
+        self,
+        graph,
+        vectors: torch.Tensor,
+        energy_fn: Callable,
+        need_gradient: bool,
+        *,
+        atom_chunk: int | None = None,
+        edge_chunk: int | None = None,
+    ):
+        """Per-atom energies and ``dE/dr_ij`` for a model ``E_i = f(B_i)``.
+
+        ``energy_fn(B, species) -> (E, dE/dB)`` is called on chunks of atoms
+        (``B`` of shape ``(n_chunk, n_descriptors)``); ``dE/dB`` may be None when
+        ``need_gradient`` is False. Returns ``(energies, edge_grad)`` with
+        ``edge_grad`` of shape ``(graph.n_edges, 3)`` (zeros on edges beyond the
+        cutoff) or None.
+        """
+        dtype = vectors.dtype
+        if dtype not in _COMPLEX:
+            raise TypeError(f"positions must be float32 or float64, got {dtype}")
+        n_atoms = graph.n_atoms
+        t = self.tables
+        U = t.idxu_max
+        S = self.n_slots
+        cutoffs = self._cutoffs.to(dtype)
+        sel, r = edges_within(graph, vectors, cutoffs)
+        ei = graph.edge_index[0, sel]
+        ej = graph.edge_index[1, sel]
+        rij = vectors[sel]
+        si = graph.species[ei]
+        sj = graph.species[ej]
+        slot = sj if self.chemflag else torch.zeros_like(sj)
+        target = ei * S + slot
+        rcut = cutoffs[si, sj]
+        wj = self._weights.to(dtype)[sj]
+        if self.switchinnerflag:
+            sin = self._sinner.to(dtype)
+            din = self._dinner.to(dtype)
+            rinner = 0.5 * (sin[si] + sin[sj])
+            drinner = 0.5 * (din[si] + din[sj])
+        else:
+            rinner = drinner = None
+
+        n_edges = int(sel.shape[0])
+        if edge_chunk is None:
+            edge_chunk = max(256, int(2.0e7 // (U * 8)))
+        if atom_chunk is None:
+            atom_chunk = max(16, int(4.0e6 // max(len(t.zidx), 1)))
+
+        # -- pass 1: densities U_i ----------------------------------------
+        ctype = _COMPLEX[dtype]
+        utot = torch.zeros((n_atoms * S, U), dtype=ctype, device=vectors.device)
+        for a in range(0, n_edges, edge_chunk):
+            b = min(a + edge_chunk, n_edges)
+            sfac, _ = self._switch(r[a:b], rcut[a:b], wj[a:b],
+                                   None if rinner is None else rinner[a:b],
+                                   None if drinner is None else drinner[a:b], False)
+            u, _ = self._wigner(rij[a:b], r[a:b], rcut[a:b], need_du=False)
+            utot.index_add_(0, target[a:b], u * sfac.unsqueeze(1))
+        utot = utot.view(n_atoms, S, U)
+        diag = self._diag_index
+        if self.chemflag and not self.wselfallflag:
+            utot[torch.arange(n_atoms, device=utot.device), graph.species, :] += self._self_row(
+                dtype, ctype, utot.device)
+        else:
+            utot[:, :, diag] += 1.0
+
+        # -- pass 2: per-atom Z, B, model, adjoint Y ------------------------
+        energies = vectors.new_zeros(n_atoms)
+        Y = torch.zeros((n_atoms * S, t.half_index.shape[0]), dtype=ctype,
+                        device=vectors.device) if need_gradient else None
+        zcoef = self._zcoef.to(dtype).unsqueeze(1)
+        bw = self._bw.to(dtype).unsqueeze(1)
+        bzero = self._bzero.to(dtype).unsqueeze(1)
+        for a in range(0, n_atoms, atom_chunk):
+            b = min(a + atom_chunk, n_atoms)
+            nc = b - a
+            uT = utot[a:b].reshape(nc, S * U).transpose(0, 1).contiguous()  # (S*U, nc)
+            u1 = uT.index_select(0, self._zp1)
+            u2 = uT.index_select(0, self._zp2)
+            Z = torch.zeros((t.n_z, nc), dtype=ctype, device=uT.device)
+            Z.index_add_(0, self._zidx, u1 * u2 * zcoef)
+            uq = uT.index_select(0, self._bq)
+            Zb = Z.index_select(0, self._bz)
+            prod = uq.real * Zb.real + uq.imag * Zb.imag
+            B = torch.zeros((t.n_b, nc), dtype=dtype, device=uT.device)
+            B.index_add_(0, self._bidx, prod * bw)
+            if self.bzeroflag:
+                if self.chemflag and not self.wselfallflag:
+                    n = S
+                    sp = graph.species[a:b]
+                    own = (sp * n + sp) * n + sp
+                    mask = (self._triple_of_b.unsqueeze(1) == own.unsqueeze(0)).to(dtype)
+                    B = B - bzero * mask
+                else:
+                    B = B - bzero
+            e, dEdB = energy_fn(B.transpose(0, 1), graph.species[a:b])
+            energies[a:b] = e
+            if not need_gradient:
+                continue
+            if dEdB is None:
+                raise RuntimeError("energy_fn returned no dE/dB although forces were requested")
+            gB = dEdB.transpose(0, 1).to(dtype).index_select(0, self._bidx) * bw  # (nbs, nc)
+            gZ = torch.zeros_like(Z)
+            gZ.index_add_(0, self._bz, uq * gB)
+            gU = torch.zeros_like(uT)
+            gU.index_add_(0, self._bq, Zb * gB)
+            gP = gZ.index_select(0, self._zidx) * zcoef
+            gU.index_add_(0, self._zp1, gP * u2.conj())
+            gU.index_add_(0, self._zp2, gP * u1.conj())
+            Y[a * S:b * S] = self._fold(gU.transpose(0, 1).reshape(nc * S, U), dtype)
+
+        if not need_gradient:
+            return energies, None
+
+        # -- pass 3: edge gradients dE/dr_ij = Re(conj(Y_i) . dU_ij/dr) -------
+        grad_sel = vectors.new_zeros((n_edges, 3))
+        for a in range(0, n_edges, edge_chunk):
+            b = min(a + edge_chunk, n_edges)
+            sfac, dsfac = self._switch(r[a:b], rcut[a:b], wj[a:b],
+                                       None if rinner is None else rinner[a:b],
+                                       None if drinner is None else drinner[a:b], True)
+            u, du = self._wigner(rij[a:b], r[a:b], rcut[a:b], need_du=True)
+            h = self._half_index
+            unit = rij[a:b] / r[a:b].unsqueeze(1)
+            # d(sfac*u)/dr on the half set: (P, 3, H)
+            dU = du.index_select(2, h) * sfac.view(-1, 1, 1) + (
+                u.index_select(1, h) * dsfac.unsqueeze(1)).unsqueeze(1) * unit.unsqueeze(2)
+            Yp = Y.index_select(0, target[a:b])  # (P, H)
+            g = (dU.real * Yp.real.unsqueeze(1) + dU.imag * Yp.imag.unsqueeze(1)).sum(2)
+            grad_sel[a:b] = g
+        grad = vectors.new_zeros((graph.n_edges, 3))
+        grad.index_copy_(0, sel, grad_sel)
+        return energies, grad
+
+    # ------------------------------------------------------------ internals
+    def _self_row(self, dtype, ctype, device):
+        row = torch.zeros(self.tables.idxu_max, dtype=ctype, device=device)
+        row[self._diag_index] = 1.0
+        return row
+
+    def _fold(self, G: torch.Tensor, dtype) -> torch.Tensor:
+        """Fold dE/dU over the full matrices onto the half set used for forces.
+
+        The right half of every ``u_j`` is ``(-1)^(ma-mb) conj`` of the left,
+        so its gradient folds in as ``s * conj(G_partner)``; the centre of an
+        even-j matrix is real and keeps only its real part.
+        """
+        left = G.index_select(1, self._half_index)
+        right = G.index_select(1, self._half_partner).conj() * self._half_sign.to(dtype)
+        folded = torch.where(self._half_centre, left.real.to(left.dtype), left + right)
+        return folded
+
+    def _switch(self, r, rcut, wj, rinner, drinner, need_d):
+        rmin0 = self.rmin0
+        if self.switchflag:
+            fac = math.pi / (rcut - rmin0)
+            x = (r - rmin0) * fac
+            inside = r > rmin0
+            sfac = torch.where(inside, 0.5 * (torch.cos(x) + 1.0), torch.ones_like(r))
+            dsfac = torch.where(inside, -0.5 * torch.sin(x) * fac, torch.zeros_like(r)) \
+                if need_d else None
+        else:
+            sfac = torch.ones_like(r)
+            dsfac = torch.zeros_like(r) if need_d else None
+        if self.switchinnerflag:
+            fac = math.pi / drinner
+            x = (r - rinner) * fac
+            mid = (r > rinner) & (r < rinner + drinner)
+            si = torch.where(r >= rinner + drinner, torch.ones_like(r),
+                             torch.where(mid, 0.5 * (1.0 - torch.cos(x)), torch.zeros_like(r)))
+            if need_d:
+                dsi = torch.where(mid, 0.5 * torch.sin(x) * fac, torch.zeros_like(r))
+                dsfac = dsfac * si + sfac * dsi
+            sfac = sfac * si
+        sfac = sfac * wj
+        if need_d:
+            dsfac = dsfac * wj
+        return sfac, dsfac
+
+    def _layers(self, dtype, device):
+        key = (dtype, device)
+        if key not in self._layer_cache:
+            rp = self.tables.rootpq
+            layers = []
+            for j in range(1, self.twojmax + 1):
+                h = j // 2
+                ca = np.zeros((h + 1, j))
+                cb = np.zeros((h + 1, j))
+                for mb in range(h + 1):
+                    for ma in range(j):
+                        ca[mb, ma] = rp[j - ma, j - mb]
+                        cb[mb, ma] = rp[ma + 1, j - mb]
+                sign = np.fromfunction(lambda p, q: (-1.0) ** (p - q), (j + 1, j + 1))
+                layers.append(tuple(torch.as_tensor(x, dtype=dtype, device=device)
+                                    for x in (ca, cb, sign)))
+            self._layer_cache[key] = layers
+        return self._layer_cache[key]
+
+    def _wigner(self, rij, r, rcut, need_du):
+        """Wigner matrices of every edge, flattened to ``(P, idxu_max)`` (and ``(P, 3, idxu_max)``)."""
+        dtype = rij.dtype
+        ctype = _COMPLEX[dtype]
+        P = rij.shape[0]
+        x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
+        rscale0 = self.rfac0 * math.pi / (rcut - self.rmin0)
+        theta0 = (r - self.rmin0) * rscale0
+        cs, sn = torch.cos(theta0), torch.sin(theta0)
+        z0 = r * cs / sn
+        r0inv = 1.0 / torch.sqrt(r * r + z0 * z0)
+        # conj(a), conj(b) of the Cayley-Klein parameters a = (z0 - i z)/r0, b = (y - i x)/r0
+        ca = torch.complex(z0 * r0inv, z * r0inv)
+        cb = torch.complex(y * r0inv, x * r0inv)
+        if need_du:
+            rsq = r * r
+            dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
+            unit = rij / r.unsqueeze(1)
+            dr0invdr = -(r0inv ** 3) * (r + z0 * dz0dr)
+            dr0inv = dr0invdr.unsqueeze(1) * unit
+            dz0 = dz0dr.unsqueeze(1) * unit
+            da_r = dz0 * r0inv.unsqueeze(1) + z0.unsqueeze(1) * dr0inv
+            da_i = -z.unsqueeze(1) * dr0inv
+            da_i[:, 2] -= r0inv
+            db_r = y.unsqueeze(1) * dr0inv
+            db_i = -x.unsqueeze(1) * dr0inv
+            db_i[:, 0] -= r0inv
+            db_r[:, 1] += r0inv
+            cda = torch.complex(da_r, -da_i).unsqueeze(2).unsqueeze(3)  # conj(da): (P,3,1,1)
+            cdb = torch.complex(db_r, -db_i).unsqueeze(2).unsqueeze(3)
+        ca_ = ca.view(P, 1, 1)
+        cb_ = cb.view(P, 1, 1)
+        prev = torch.ones((P, 1, 1), dtype=ctype, device=rij.device)
+        us = [prev.reshape(P, 1)]
+        if need_du:
+            dprev = torch.zeros((P, 3, 1, 1), dtype=ctype, device=rij.device)
+            dus = [dprev.reshape(P, 3, 1)]
+        for j, (coa, cob, sign) in enumerate(self._layers(dtype, rij.device), start=1):
+            h = j // 2
+            A = prev[:, : h + 1, :]
+            new = torch.zeros((P, j + 1, j + 1), dtype=ctype, device=rij.device)
+            new[:, : h + 1, :j] = coa * (ca_ * A)
+            new[:, : h + 1, 1:] -= cob * (cb_ * A)
+            flip = new.flip(1, 2).conj() * sign
+            new[:, h + 1:, :] = flip[:, h + 1:, :]
+            if j % 2 == 0:
+                new[:, h, h + 1:] = flip[:, h, h + 1:]
+                new[:, h, h] = new[:, h, h].conj()
+            if need_du:
+                dA = dprev[:, :, : h + 1, :]
+                dnew = torch.zeros((P, 3, j + 1, j + 1), dtype=ctype, device=rij.device)
+                A4 = A.unsqueeze(1)
+                dnew[:, :, : h + 1, :j] = coa * (cda * A4 + ca_.unsqueeze(1) * dA)
+                dnew[:, :, : h + 1, 1:] -= cob * (cdb * A4 + cb_.unsqueeze(1) * dA)
+                dflip = dnew.flip(2, 3).conj() * sign
+                dnew[:, :, h + 1:, :] = dflip[:, :, h + 1:, :]
+                if j % 2 == 0:
+                    dnew[:, :, h, h + 1:] = dflip[:, :, h, h + 1:]
+                    dnew[:, :, h, h] = dnew[:, :, h, h].conj()
+                dus.append(dnew.reshape(P, 3, -1))
+                dprev = dnew
+            us.append(new.reshape(P, -1))
+            prev = new
+        u = torch.cat(us, dim=1)
+        du = torch.cat(dus, dim=2) if need_du else None
+        return u, du

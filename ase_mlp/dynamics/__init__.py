@@ -1,0 +1,1 @@
+"""ase_mlp.dynamics (see the issues tracker for planned content)."""

@@ -1,0 +1,1 @@
+"""ase_mlp.ipi (see the issues tracker for planned content)."""

@@ -1,0 +1,159 @@
+"""The contract every ase_mlp model fulfils, and the shared force/stress assembly.
+
+A model is a :class:`torch.nn.Module` over a batched :class:`~ase_mlp.neighbors.Graph`.
+It returns per-atom energies and, when asked, the gradient of the total energy
+with respect to every edge vector ``r_ij`` (``dE/dr_ij``, shape ``(n_edges, 3)``).
+Forces, the virial and per-atom virials all follow from those edge gradients
+(:func:`assemble`), so analytic models (SNAP's adjoint route, ZBL) and
+autograd-based models share one code path.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers, chemical_symbols  # noqa: F401
+
+from ase_mlp._util import check_elements
+from ase_mlp.neighbors.graph import Graph, edges_within
+
+
+MODEL_REGISTRY: dict[str, type["Model"]] = {}
+
+
+def register_model(cls):
+    """Class decorator: make a model class loadable by name from saved files."""
+    MODEL_REGISTRY[cls.__name__] = cls
+    return cls
+
+
+class Model(torch.nn.Module):
+    """Base class of ase_mlp models.
+
+    Subclasses set ``self.elements`` (chemical symbols; their order defines the
+    species index used in graphs), implement :meth:`pair_cutoffs`,
+    :meth:`compute` and :meth:`config`, and register with
+    :func:`register_model` so ``ase_mlp.models.load`` can rebuild them.
+    """
+
+    elements: list[str]
+    #: energy/length units of the model (ASE's)
+    units: ClassVar[dict] = {"energy": "eV", "length": "Angstrom"}
+
+    # -- description -----------------------------------------------------
+    def pair_cutoffs(self) -> np.ndarray:
+        """(n_elements, n_elements) array of interaction cutoffs in Å (0 = none)."""
+        raise NotImplementedError
+
+    @property
+    def cutoff(self) -> float:
+        """Largest interaction cutoff, Å."""
+        return float(np.max(self.pair_cutoffs()))
+
+    @property
+    def atomic_numbers(self) -> list[int]:
+        return [atomic_numbers[e] for e in self.elements]
+
+    def config(self) -> dict:
+        """JSON-able keyword arguments that rebuild the (untrained) module."""
+        raise NotImplementedError
+
+    # -- evaluation ------------------------------------------------------
+    def compute(
+        self, graph: Graph, vectors: torch.Tensor, need_gradient: bool
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Return per-atom energies (n_atoms,) and dE/dr_ij (n_edges, 3) or None.
+
+        ``vectors`` are the edge vectors of ``graph`` (which may hold edges
+        longer than this model's cutoffs: select with :func:`edges_within`).
+        """
+        raise NotImplementedError
+
+    def forward(self, graph: Graph, forces: bool = True, stress: bool = True) -> dict:
+        vectors = graph.edge_vectors()
+        energies, grad = self.compute(graph, vectors, need_gradient=forces or stress)
+        return assemble(graph, vectors, energies, grad, forces=forces, stress=stress)
+
+    # -- persistence -----------------------------------------------------
+    def save(self, path) -> None:
+        """Save in ase_mlp's own versioned format (see :mod:`ase_mlp.models.serialization`)."""
+        from ase_mlp.models.serialization import save
+
+        save(self, path)
+
+    def extra_repr(self) -> str:
+        return f"elements={self.elements}, cutoff={self.cutoff:.4f}"
+
+
+def assemble(
+    graph: Graph,
+    vectors: torch.Tensor,
+    energies: torch.Tensor,
+    edge_grad: torch.Tensor | None,
+    *,
+    forces: bool = True,
+    stress: bool = True,
+) -> dict:
+    """Turn per-atom energies and edge gradients into ASE-like results.
+
+    Returns a dict of tensors: ``energies`` (n_atoms,), ``energy`` (n_systems,),
+    and when requested ``forces`` (n_atoms, 3), ``virial`` (n_systems, 3, 3) and
+    ``atom_virial`` (n_atoms, 3, 3). The virial is the usual
+    ``W = sum_edges r_ij (x) F_ij = -sum_edges r_ij (x) dE/dr_ij`` (LAMMPS's sign:
+    positive under compression), so ASE's stress is ``-W / volume``. Per-atom
+    virials split each edge half to each end, as LAMMPS does.
+    """
+    n_atoms, n_sys = graph.n_atoms, graph.n_systems
+    out = {"energies": energies}
+    e_sys = energies.new_zeros(n_sys).index_add_(0, graph.system, energies)
+    out["energy"] = e_sys
+    if not (forces or stress):
+        return out
+    i, j = graph.edge_index
+    if edge_grad is None:
+        edge_grad = vectors.new_zeros(vectors.shape)
+    if forces:
+        f = vectors.new_zeros((n_atoms, 3))
+        f.index_add_(0, i, edge_grad)
+        f.index_add_(0, j, -edge_grad)
+        out["forces"] = f
+    if stress:
+        w = -vectors.unsqueeze(2) * edge_grad.unsqueeze(1)  # (E,3,3): -r_a g_b
+        w = 0.5 * (w + w.transpose(1, 2))
+        atom_w = vectors.new_zeros((n_atoms, 3, 3))
+        atom_w.index_add_(0, i, 0.5 * w)
+        atom_w.index_add_(0, j, 0.5 * w)
+        out["atom_virial"] = atom_w
+        out["virial"] = vectors.new_zeros((n_sys, 3, 3)).index_add_(0, graph.system, atom_w)
+    return out
+
+
+def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:
+    """Map chemical symbols to species indices; clear error on unknown elements."""
+    index = {e: k for k, e in enumerate(elements)}
+    out = np.empty(len(symbols), dtype=np.int64)
+    for n, s in enumerate(symbols):
+        try:
+            out[n] = index[s]
+        except KeyError:
+            raise ValueError(
+                f"element {s!r} (atom {n}) is not known to this model, which covers "
+                f"{elements}"
+            ) from None
+    return out
+
+
+__all__ = [
+    "Model",
+    "MODEL_REGISTRY",
+    "register_model",
+    "edges_within",
+    "assemble",
+    "symbols_to_species",
+    "check_elements",
+    "chemical_symbols",
+    "math",
+]

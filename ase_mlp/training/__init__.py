@@ -1,0 +1,1 @@
+"""ase_mlp.training (see the issues tracker for planned content)."""

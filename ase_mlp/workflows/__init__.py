@@ -1,0 +1,1 @@
+"""ase_mlp.workflows (see the issues tracker for planned content)."""
