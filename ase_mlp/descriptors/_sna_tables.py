@@ -120,6 +120,11 @@ class SnaTables:
     half_sign: np.ndarray  # (-1)^(ma-mb) for the partner relation
     half_weight: np.ndarray  # 1, or 0.5 at the centre of even-j matrices
     diag_index: np.ndarray  # u entries with ma == mb (the self term)
+    half_diag: np.ndarray  # positions in the half set of the diagonal entries it holds
+    full_from_half: np.ndarray  # for every full entry, the half-set position it derives from
+    full_mirror: np.ndarray  # True where the full entry is (-1)^(ma-mb) conj(half partner)
+    full_sign: np.ndarray  # that sign
+    layer_sizes: np.ndarray  # number of half-set entries of every layer j
 
 
 @lru_cache(maxsize=32)
@@ -240,6 +245,24 @@ def sna_tables(twojmax: int, n_elem: int = 1, bnormflag: bool = False) -> SnaTab
                 h_sgn.append(1.0 if (ma - mb) % 2 == 0 else -1.0)
                 h_w.append(0.5 if centre else 1.0)
     diag = [uidx(j, m, m) for j in range(twojmax + 1) for m in range(j + 1)]
+    pos = {int(e): k for k, e in enumerate(h_idx)}
+    half_diag = [pos[int(uidx(j, m, m))] for j in range(twojmax + 1) for m in range(j // 2 + 1)]
+    f_from, f_mir, f_sgn = [], [], []
+    layer_sizes = []
+    for j in range(twojmax + 1):
+        layer_sizes.append(sum(1 for mb in range(j // 2 + 1) for ma in range(j + 1)
+                               if not (2 * mb == j and 2 * ma > j)))
+        for mb in range(j + 1):
+            for ma in range(j + 1):
+                e = int(uidx(j, mb, ma))
+                if e in pos:
+                    f_from.append(pos[e])
+                    f_mir.append(False)
+                    f_sgn.append(1.0)
+                else:
+                    f_from.append(pos[int(uidx(j, j - mb, j - ma))])
+                    f_mir.append(True)
+                    f_sgn.append(1.0 if (ma - mb) % 2 == 0 else -1.0)
 
     return SnaTables(
         twojmax=twojmax,
@@ -264,4 +287,9 @@ def sna_tables(twojmax: int, n_elem: int = 1, bnormflag: bool = False) -> SnaTab
         half_sign=np.asarray(h_sgn, dtype=np.float64),
         half_weight=np.asarray(h_w, dtype=np.float64),
         diag_index=np.asarray(diag, dtype=np.int64),
+        half_diag=np.asarray(half_diag, dtype=np.int64),
+        full_from_half=np.asarray(f_from, dtype=np.int64),
+        full_mirror=np.asarray(f_mir, dtype=bool),
+        full_sign=np.asarray(f_sgn, dtype=np.float64),
+        layer_sizes=np.asarray(layer_sizes, dtype=np.int64),
     )

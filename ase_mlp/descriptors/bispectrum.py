@@ -152,12 +152,14 @@ class Bispectrum(torch.nn.Module):
         if self.switchinnerflag:
             reg("_sinner", torch.tensor(self.sinner, dtype=torch.float64), persistent=False)
             reg("_dinner", torch.tensor(self.dinner, dtype=torch.float64), persistent=False)
-        for name in ("zidx", "zp1", "zp2", "bidx", "bz", "bq", "half_index", "diag_index"):
+        for name in ("zidx", "zp1", "zp2", "bidx", "bz", "bq", "half_index", "diag_index",
+                     "half_diag", "full_from_half", "full_mirror"):
             reg("_" + name, torch.as_tensor(getattr(t, name)), persistent=False)
         reg("_zcoef", torch.as_tensor(t.zcoef), persistent=False)
         reg("_bw", torch.as_tensor(t.bw), persistent=False)
         reg("_half_sign", torch.as_tensor(t.half_sign), persistent=False)
         reg("_half_weight", torch.as_tensor(t.half_weight), persistent=False)
+        reg("_full_sign", torch.as_tensor(t.full_sign), persistent=False)
         partner = t.half_partner.copy()
         centre = partner < 0
         partner[centre] = t.half_index[centre]
@@ -276,48 +278,54 @@ class Bispectrum(torch.nn.Module):
             rinner = drinner = None
 
         n_edges = int(sel.shape[0])
+        H = int(t.half_index.shape[0])
         if edge_chunk is None:
-            edge_chunk = max(256, int(2.0e7 // (U * 8)))
+            edge_chunk = 2048
         if atom_chunk is None:
-            atom_chunk = max(16, int(4.0e6 // max(len(t.zidx), 1)))
-
-        # -- pass 1: densities U_i ----------------------------------------
+            # keep the (terms x atoms) temporaries within a few MB of cache
+            atom_chunk = max(16, int(1.5e5 // max(len(t.zidx), 1)))
         ctype = _COMPLEX[dtype]
-        utot = torch.zeros((n_atoms * S, U), dtype=ctype, device=vectors.device)
+        dev = vectors.device
+
+        # -- pass 1: densities U_i on the half set (H, n_atoms * S) ------------
+        uhalf = torch.zeros((H, n_atoms * S), dtype=ctype, device=dev)
         for a in range(0, n_edges, edge_chunk):
             b = min(a + edge_chunk, n_edges)
             sfac, _ = self._switch(r[a:b], rcut[a:b], wj[a:b],
                                    None if rinner is None else rinner[a:b],
                                    None if drinner is None else drinner[a:b], False)
-            u, _ = self._wigner(rij[a:b], r[a:b], rcut[a:b], need_du=False)
-            utot.index_add_(0, target[a:b], u * sfac.unsqueeze(1))
-        utot = utot.view(n_atoms, S, U)
-        diag = self._diag_index
+            u = self._edge_kernel(rij[a:b], r[a:b], rcut[a:b])
+            uhalf.index_add_(1, target[a:b], u * sfac)
+        uhalf = uhalf.view(H, n_atoms, S)
+        hd = self._half_diag
         if self.chemflag and not self.wselfallflag:
-            utot[torch.arange(n_atoms, device=utot.device), graph.species, :] += self._self_row(
-                dtype, ctype, utot.device)
+            ar = torch.arange(n_atoms, device=dev)
+            uhalf[hd.unsqueeze(1), ar.unsqueeze(0), graph.species.unsqueeze(0)] += 1.0
         else:
-            utot[:, :, diag] += 1.0
+            uhalf[hd] += 1.0
 
         # -- pass 2: per-atom Z, B, model, adjoint Y ------------------------
         energies = vectors.new_zeros(n_atoms)
-        Y = torch.zeros((n_atoms * S, t.half_index.shape[0]), dtype=ctype,
-                        device=vectors.device) if need_gradient else None
+        Y = torch.zeros((H, n_atoms * S), dtype=ctype, device=dev) if need_gradient else None
         zcoef = self._zcoef.to(dtype).unsqueeze(1)
         bw = self._bw.to(dtype).unsqueeze(1)
         bzero = self._bzero.to(dtype).unsqueeze(1)
+        fsign = self._full_sign.to(dtype).view(1, U, 1)
         for a in range(0, n_atoms, atom_chunk):
             b = min(a + atom_chunk, n_atoms)
             nc = b - a
-            uT = utot[a:b].reshape(nc, S * U).transpose(0, 1).contiguous()  # (S*U, nc)
+            hc = uhalf[:, a:b, :].permute(2, 0, 1)  # (S, H, nc)
+            full = hc.index_select(1, self._full_from_half)  # (S, U, nc)
+            full = torch.where(self._full_mirror.view(1, U, 1), full.conj() * fsign, full)
+            uT = full.reshape(S * U, nc)
             u1 = uT.index_select(0, self._zp1)
             u2 = uT.index_select(0, self._zp2)
-            Z = torch.zeros((t.n_z, nc), dtype=ctype, device=uT.device)
+            Z = torch.zeros((t.n_z, nc), dtype=ctype, device=dev)
             Z.index_add_(0, self._zidx, u1 * u2 * zcoef)
             uq = uT.index_select(0, self._bq)
             Zb = Z.index_select(0, self._bz)
             prod = uq.real * Zb.real + uq.imag * Zb.imag
-            B = torch.zeros((t.n_b, nc), dtype=dtype, device=uT.device)
+            B = torch.zeros((t.n_b, nc), dtype=dtype, device=dev)
             B.index_add_(0, self._bidx, prod * bw)
             if self.bzeroflag:
                 if self.chemflag and not self.wselfallflag:
@@ -342,48 +350,41 @@ class Bispectrum(torch.nn.Module):
             gP = gZ.index_select(0, self._zidx) * zcoef
             gU.index_add_(0, self._zp1, gP * u2.conj())
             gU.index_add_(0, self._zp2, gP * u1.conj())
-            Y[a * S:b * S] = self._fold(gU.transpose(0, 1).reshape(nc * S, U), dtype)
+            # (S*U, nc) -> folded onto the half set, stored as (H, atoms*S)
+            Yc = self._fold(gU.view(S, U, nc), dtype)  # (S, H, nc)
+            Y.view(H, n_atoms, S)[:, a:b, :] = Yc.permute(1, 2, 0)
 
         if not need_gradient:
             return energies, None
 
-        # -- pass 3: edge gradients dE/dr_ij = Re(conj(Y_i) . dU_ij/dr) -------
+        # -- pass 3: edge gradients dE/dr_ij = Re(conj(Y_i) . d(f_c w u_ij)/dr) ----
         grad_sel = vectors.new_zeros((n_edges, 3))
         for a in range(0, n_edges, edge_chunk):
             b = min(a + edge_chunk, n_edges)
             sfac, dsfac = self._switch(r[a:b], rcut[a:b], wj[a:b],
                                        None if rinner is None else rinner[a:b],
                                        None if drinner is None else drinner[a:b], True)
-            u, du = self._wigner(rij[a:b], r[a:b], rcut[a:b], need_du=True)
-            h = self._half_index
+            Yp = Y.index_select(1, target[a:b])  # (H, P)
+            gd, gu = self._edge_kernel(rij[a:b], r[a:b], rcut[a:b], Yp)
             unit = rij[a:b] / r[a:b].unsqueeze(1)
-            # d(sfac*u)/dr on the half set: (P, 3, H)
-            dU = du.index_select(2, h) * sfac.view(-1, 1, 1) + (
-                u.index_select(1, h) * dsfac.unsqueeze(1)).unsqueeze(1) * unit.unsqueeze(2)
-            Yp = Y.index_select(0, target[a:b])  # (P, H)
-            g = (dU.real * Yp.real.unsqueeze(1) + dU.imag * Yp.imag.unsqueeze(1)).sum(2)
-            grad_sel[a:b] = g
+            grad_sel[a:b] = (gd * sfac).transpose(0, 1) + (gu * dsfac).unsqueeze(1) * unit
         grad = vectors.new_zeros((graph.n_edges, 3))
         grad.index_copy_(0, sel, grad_sel)
         return energies, grad
 
     # ------------------------------------------------------------ internals
-    def _self_row(self, dtype, ctype, device):
-        row = torch.zeros(self.tables.idxu_max, dtype=ctype, device=device)
-        row[self._diag_index] = 1.0
-        return row
-
     def _fold(self, G: torch.Tensor, dtype) -> torch.Tensor:
-        """Fold dE/dU over the full matrices onto the half set used for forces.
+        """Fold dE/dU of full matrices ``(S, U, n)`` onto the half set ``(S, H, n)``.
 
         The right half of every ``u_j`` is ``(-1)^(ma-mb) conj`` of the left,
         so its gradient folds in as ``s * conj(G_partner)``; the centre of an
         even-j matrix is real and keeps only its real part.
         """
         left = G.index_select(1, self._half_index)
-        right = G.index_select(1, self._half_partner).conj() * self._half_sign.to(dtype)
-        folded = torch.where(self._half_centre, left.real.to(left.dtype), left + right)
-        return folded
+        right = G.index_select(1, self._half_partner).conj() * self._half_sign.to(dtype).view(
+            1, -1, 1)
+        return torch.where(self._half_centre.view(1, -1, 1), left.real.to(left.dtype),
+                           left + right)
 
     def _switch(self, r, rcut, wj, rinner, drinner, need_d):
         rmin0 = self.rmin0
@@ -419,81 +420,126 @@ class Bispectrum(torch.nn.Module):
             layers = []
             for j in range(1, self.twojmax + 1):
                 h = j // 2
-                ca = np.zeros((h + 1, j))
-                cb = np.zeros((h + 1, j))
+                ca = np.zeros((h + 1, j, 1))
+                cb = np.zeros((h + 1, j, 1))
                 for mb in range(h + 1):
                     for ma in range(j):
-                        ca[mb, ma] = rp[j - ma, j - mb]
-                        cb[mb, ma] = rp[ma + 1, j - mb]
-                sign = np.fromfunction(lambda p, q: (-1.0) ** (p - q), (j + 1, j + 1))
-                layers.append(tuple(torch.as_tensor(x, dtype=dtype, device=device)
-                                    for x in (ca, cb, sign)))
+                        ca[mb, ma, 0] = rp[j - ma, j - mb]
+                        cb[mb, ma, 0] = rp[ma + 1, j - mb]
+                # odd j: the next layer also needs row h+1 = (-1)^(h+1-ma) conj(row h reversed)
+                mirror = np.array([(-1.0) ** (h + 1 - ma) for ma in range(j + 1)]).reshape(-1, 1)
+                layers.append((j, h, torch.as_tensor(ca, dtype=dtype, device=device),
+                               torch.as_tensor(cb, dtype=dtype, device=device),
+                               torch.as_tensor(mirror, dtype=dtype, device=device),
+                               int(self.tables.layer_sizes[j])))
             self._layer_cache[key] = layers
         return self._layer_cache[key]
 
-    def _wigner(self, rij, r, rcut, need_du):
-        """Wigner matrices of every edge, flattened to ``(P, idxu_max)`` (and ``(P, 3, idxu_max)``)."""
+    def _edge_kernel(self, rij, r, rcut, Y=None):
+        """Wigner matrices of a chunk of edges, left-half rows only (VMK 4.8.2).
+
+        Real arithmetic, edges on the last (contiguous) axis.
+
+        Without ``Y``: returns ``u`` on the half set, shape ``(H, P)`` complex.
+        With ``Y`` (``(H, P)`` complex, the adjoint of each edge's centre atom):
+        returns ``(dL/dr, L)`` with ``L = sum_h Re(conj(Y_h) u_h)`` per edge, of
+        shapes ``(3, P)`` and ``(P,)``. The gradient runs the recursion backwards
+        (reverse mode, by hand) to the Cayley-Klein parameters, then to ``r``.
+        """
         dtype = rij.dtype
-        ctype = _COMPLEX[dtype]
         P = rij.shape[0]
+        dev = rij.device
         x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
         rscale0 = self.rfac0 * math.pi / (rcut - self.rmin0)
         theta0 = (r - self.rmin0) * rscale0
-        cs, sn = torch.cos(theta0), torch.sin(theta0)
-        z0 = r * cs / sn
+        z0 = r * torch.cos(theta0) / torch.sin(theta0)
         r0inv = 1.0 / torch.sqrt(r * r + z0 * z0)
         # conj(a), conj(b) of the Cayley-Klein parameters a = (z0 - i z)/r0, b = (y - i x)/r0
-        ca = torch.complex(z0 * r0inv, z * r0inv)
-        cb = torch.complex(y * r0inv, x * r0inv)
-        if need_du:
-            rsq = r * r
-            dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
-            unit = rij / r.unsqueeze(1)
-            dr0invdr = -(r0inv ** 3) * (r + z0 * dz0dr)
-            dr0inv = dr0invdr.unsqueeze(1) * unit
-            dz0 = dz0dr.unsqueeze(1) * unit
-            da_r = dz0 * r0inv.unsqueeze(1) + z0.unsqueeze(1) * dr0inv
-            da_i = -z.unsqueeze(1) * dr0inv
-            da_i[:, 2] -= r0inv
-            db_r = y.unsqueeze(1) * dr0inv
-            db_i = -x.unsqueeze(1) * dr0inv
-            db_i[:, 0] -= r0inv
-            db_r[:, 1] += r0inv
-            cda = torch.complex(da_r, -da_i).unsqueeze(2).unsqueeze(3)  # conj(da): (P,3,1,1)
-            cdb = torch.complex(db_r, -db_i).unsqueeze(2).unsqueeze(3)
-        ca_ = ca.view(P, 1, 1)
-        cb_ = cb.view(P, 1, 1)
-        prev = torch.ones((P, 1, 1), dtype=ctype, device=rij.device)
-        us = [prev.reshape(P, 1)]
-        if need_du:
-            dprev = torch.zeros((P, 3, 1, 1), dtype=ctype, device=rij.device)
-            dus = [dprev.reshape(P, 3, 1)]
-        for j, (coa, cob, sign) in enumerate(self._layers(dtype, rij.device), start=1):
-            h = j // 2
-            A = prev[:, : h + 1, :]
-            new = torch.zeros((P, j + 1, j + 1), dtype=ctype, device=rij.device)
-            new[:, : h + 1, :j] = coa * (ca_ * A)
-            new[:, : h + 1, 1:] -= cob * (cb_ * A)
-            flip = new.flip(1, 2).conj() * sign
-            new[:, h + 1:, :] = flip[:, h + 1:, :]
-            if j % 2 == 0:
-                new[:, h, h + 1:] = flip[:, h, h + 1:]
-                new[:, h, h] = new[:, h, h].conj()
-            if need_du:
-                dA = dprev[:, :, : h + 1, :]
-                dnew = torch.zeros((P, 3, j + 1, j + 1), dtype=ctype, device=rij.device)
-                A4 = A.unsqueeze(1)
-                dnew[:, :, : h + 1, :j] = coa * (cda * A4 + ca_.unsqueeze(1) * dA)
-                dnew[:, :, : h + 1, 1:] -= cob * (cdb * A4 + cb_.unsqueeze(1) * dA)
-                dflip = dnew.flip(2, 3).conj() * sign
-                dnew[:, :, h + 1:, :] = dflip[:, :, h + 1:, :]
-                if j % 2 == 0:
-                    dnew[:, :, h, h + 1:] = dflip[:, :, h, h + 1:]
-                    dnew[:, :, h, h] = dnew[:, :, h, h].conj()
-                dus.append(dnew.reshape(P, 3, -1))
-                dprev = dnew
-            us.append(new.reshape(P, -1))
-            prev = new
-        u = torch.cat(us, dim=1)
-        du = torch.cat(dus, dim=2) if need_du else None
-        return u, du
+        car, cai = z0 * r0inv, z * r0inv
+        cbr, cbi = y * r0inv, x * r0inv
+        grad = Y is not None
+        layers = self._layers(dtype, dev)
+        if grad:
+            Yr, Yi = Y.real, Y.imag
+            gu = Yr[0].clone()  # u_0 = 1
+            saved = []
+        else:
+            H = int(self.tables.layer_sizes.sum())
+            out_r = torch.empty((H, P), dtype=dtype, device=dev)
+            out_i = torch.empty((H, P), dtype=dtype, device=dev)
+            out_r[0] = 1.0
+            out_i[0] = 0.0
+        pr = torch.ones((1, 1, P), dtype=dtype, device=dev)
+        pi = torch.zeros((1, 1, P), dtype=dtype, device=dev)
+        off = 1
+        for j, h, coa, cob, mirror, nj in layers:
+            Ar, Ai = pr[: h + 1], pi[: h + 1]  # (h+1, j, P)
+            nr = torch.zeros((h + 1, j + 1, P), dtype=dtype, device=dev)
+            ni = torch.zeros((h + 1, j + 1, P), dtype=dtype, device=dev)
+            nr[:, :j] = coa * (car * Ar - cai * Ai)
+            ni[:, :j] = coa * (car * Ai + cai * Ar)
+            nr[:, 1:] -= cob * (cbr * Ar - cbi * Ai)
+            ni[:, 1:] -= cob * (cbr * Ai + cbi * Ar)
+            fr = nr.view(-1, P)[:nj]
+            fi = ni.view(-1, P)[:nj]
+            if grad:
+                saved.append((Ar, Ai))
+                gu += (fr * Yr[off:off + nj] + fi * Yi[off:off + nj]).sum(0)
+            else:
+                out_r[off:off + nj] = fr
+                out_i[off:off + nj] = fi
+            off += nj
+            if j % 2 == 1 and j < self.twojmax:
+                nr = torch.cat([nr, (nr[h].flip(0) * mirror).unsqueeze(0)], dim=0)
+                ni = torch.cat([ni, (-ni[h].flip(0) * mirror).unsqueeze(0)], dim=0)
+            pr, pi = nr, ni
+        if not grad:
+            return torch.complex(out_r, out_i)
+
+        # ---- reverse sweep: adjoints G of every layer's computed rows --------
+        gca_r = torch.zeros(P, dtype=dtype, device=dev)
+        gca_i = torch.zeros_like(gca_r)
+        gcb_r = torch.zeros_like(gca_r)
+        gcb_i = torch.zeros_like(gca_r)
+        Gr_next = Gi_next = None
+        off = int(self.tables.layer_sizes.sum())
+        for (j, h, coa, cob, mirror, nj), (Ar, Ai) in zip(reversed(layers), reversed(saved)):
+            off -= nj
+            rows = h + 2 if (j % 2 == 1 and j < self.twojmax) else h + 1
+            Gr = torch.zeros((rows, j + 1, P), dtype=dtype, device=dev)
+            Gi = torch.zeros((rows, j + 1, P), dtype=dtype, device=dev)
+            Gr.view(-1, P)[:nj] += Yr[off:off + nj]
+            Gi.view(-1, P)[:nj] += Yi[off:off + nj]
+            if Gr_next is not None:
+                Gr[: Gr_next.shape[0]] += Gr_next
+                Gi[: Gi_next.shape[0]] += Gi_next
+            if rows == h + 2:  # mirror row: u[h+1, m] = s_m conj(u[h, j-m])
+                Gr[h] += (Gr[h + 1] * mirror).flip(0)
+                Gi[h] -= (Gi[h + 1] * mirror).flip(0)
+                Gr, Gi = Gr[: h + 1], Gi[: h + 1]
+            Gar, Gai = Gr[:, :j] * coa, Gi[:, :j] * coa
+            Gbr, Gbi = Gr[:, 1:] * cob, Gi[:, 1:] * cob
+            gca_r += (Ar * Gar + Ai * Gai).sum((0, 1))
+            gca_i += (Ar * Gai - Ai * Gar).sum((0, 1))
+            gcb_r -= (Ar * Gbr + Ai * Gbi).sum((0, 1))
+            gcb_i -= (Ar * Gbi - Ai * Gbr).sum((0, 1))
+            if j > 1:
+                Gr_next = car * Gar + cai * Gai - (cbr * Gbr + cbi * Gbi)
+                Gi_next = car * Gai - cai * Gar - (cbr * Gbi - cbi * Gbr)
+
+        # ---- chain to r through conj(a), conj(b) -------------------------------
+        rsq = r * r
+        dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
+        unit = (rij / r.unsqueeze(1)).transpose(0, 1)  # (3, P)
+        dr0inv = -(r0inv ** 3) * (r + z0 * dz0dr) * unit
+        dz0 = dz0dr * unit
+        da_r = dz0 * r0inv + z0 * dr0inv
+        da_i = -z * dr0inv
+        da_i[2] -= r0inv
+        db_r = y * dr0inv
+        db_i = -x * dr0inv
+        db_i[0] -= r0inv
+        db_r[1] += r0inv
+        # d conj(a)/dr = da_r - i da_i ; L gradient = Re(conj(G_ca) d conj(a)/dr) + (b)
+        gd = gca_r * da_r - gca_i * da_i + gcb_r * db_r - gcb_i * db_i
+        return gd, gu

@@ -237,13 +237,13 @@ class _Frame:
         return bool(self.box[1, 0] != 0.0 or self.box[2, 0] != 0.0 or self.box[2, 1] != 0.0)
 
     def region_command(self) -> str:
-        b = self.box
+        b = [[_num(x) for x in row] for row in self.box]
         if self.triclinic:
             return (
-                f"region box prism 0 {b[0, 0]!r} 0 {b[1, 1]!r} 0 {b[2, 2]!r} "
-                f"{b[1, 0]!r} {b[2, 0]!r} {b[2, 1]!r} units box"
+                f"region box prism 0 {b[0][0]} 0 {b[1][1]} 0 {b[2][2]} "
+                f"{b[1][0]} {b[2][0]} {b[2][1]} units box"
             )
-        return f"region box block 0 {b[0, 0]!r} 0 {b[1, 1]!r} 0 {b[2, 2]!r} units box"
+        return f"region box block 0 {b[0][0]} 0 {b[1][1]} 0 {b[2][2]} units box"
 
     def vectors_to_ase(self, v: np.ndarray) -> np.ndarray:
         return v @ self.Q.T
@@ -251,6 +251,11 @@ class _Frame:
     def tensors_to_ase(self, t: np.ndarray) -> np.ndarray:
         """(..., 3, 3) tensors from the LAMMPS frame to the ASE frame: ``Q t Q^T``."""
         return np.einsum("ab,...bc,dc->...ad", self.Q, t, self.Q)
+
+
+def _num(x) -> str:
+    """Shortest round-tripping decimal text of a float (LAMMPS parses it with strtod)."""
+    return repr(float(x))
 
 
 def _lmp6_to_full(v: np.ndarray) -> np.ndarray:
@@ -396,7 +401,7 @@ class LammpsEvaluator:
             frame.region_command(),
             f"create_box {len(self.elements)} box",
         ]
-        cmds += [f"mass {k + 1} {m!r}" for k, m in enumerate(self.masses)]
+        cmds += [f"mass {k + 1} {_num(m)}" for k, m in enumerate(self.masses)]
         self._commands(cmds)
         n = len(atoms)
         if n:

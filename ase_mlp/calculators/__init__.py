@@ -1,0 +1,6 @@
+"""ASE calculators backed by ase_mlp models."""
+
+from ase_mlp.calculators.mlp import MLPCalculator, load_model, model_formats
+
+
+__all__ = ["MLPCalculator", "load_model", "model_formats"]

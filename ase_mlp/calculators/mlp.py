@@ -1,0 +1,187 @@
+"""``MLPCalculator``: any ase_mlp model as an ASE calculator, one structure or a batch."""
+
+from __future__ import annotations
+
+import copy
+import pathlib
+from importlib.metadata import entry_points
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from ase_mlp.models.base import Model, symbols_to_species
+from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list
+from ase_mlp.neighbors.graph import graph_from_neighbors
+
+
+def _default_device():
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def model_formats() -> dict:
+    """Model file formats registered under the ``ase_mlp.model_formats`` entry point group."""
+    return {ep.name: ep for ep in entry_points(group="ase_mlp.model_formats")}
+
+
+def load_model(*paths) -> Model:
+    """Open a model from one file (our format) or a pair of LAMMPS files (either order)."""
+    paths = [pathlib.Path(p) for p in paths]
+    if not paths:
+        raise ValueError("no model file given")
+    for p in paths:
+        if not p.is_file():
+            raise FileNotFoundError(f"model file not found: {p}")
+    tried = []
+    for name, ep in model_formats().items():
+        fmt = ep.load()
+        tried.append(name)
+        if fmt.can_load(paths):
+            return fmt.load(paths)
+    raise ValueError(
+        f"cannot recognise the model file(s) {[str(p) for p in paths]}; supported: one ase_mlp "
+        f"model file, a LAMMPS .snapcoeff/.snapparam pair, an ML-IAP .model/.descriptor pair, or a "
+        f"LAMMPS .snap/.mliap wrapper (formats tried: {tried})")
+
+
+def _check_atoms(atoms, elements):
+    pos = atoms.positions
+    bad = ~np.isfinite(pos).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"atom {k} has a non-finite position {pos[k].tolist()}")
+    species = symbols_to_species(atoms.get_chemical_symbols(), elements)
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    if not np.isfinite(cell).all():
+        raise ValueError(f"the cell has non-finite entries: {cell.tolist()}")
+    if np.any(atoms.pbc) and abs(np.linalg.det(cell)) < 1e-12:
+        raise ValueError(
+            f"periodic cell (pbc={atoms.pbc.tolist()}) has zero volume: {cell.tolist()}")
+    return species
+
+
+class MLPCalculator(Calculator):
+    """ASE calculator for ase_mlp models (SNAP, quadratic SNAP, NN-SNAP, ZBL, sums).
+
+    Parameters
+    ----------
+    model : ase_mlp.models.Model
+        The model; it is copied if a different ``device``/``dtype`` is requested.
+    device : str or torch.device, optional
+        ``"cpu"`` or ``"cuda"``; default: CUDA when available, else CPU.
+    dtype : torch.dtype, optional
+        ``torch.float64`` (default; LAMMPS-exact) or ``torch.float32``.
+    skin : float
+        Verlet skin (Å) of the neighbour list kept between single-structure
+        calls: it is rebuilt only when an atom moved more than ``skin / 2``.
+
+    Implemented properties: ``energy``, ``free_energy``, ``energies``,
+    ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
+
+    def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(model, Model):
+            raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
+        self.device = torch.device(device if device is not None else _default_device())
+        self.dtype = dtype if dtype is not None else torch.float64
+        if self.dtype not in (torch.float64, torch.float32):
+            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {self.dtype}")
+        params = list(model.parameters()) + list(model.buffers())
+        same = all(p.device == self.device and (not p.is_floating_point() or p.dtype == self.dtype)
+                   for p in params)
+        self.model = model if same else copy.deepcopy(model).to(device=self.device,
+                                                                dtype=self.dtype)
+        self.model.eval()
+        self.elements = list(self.model.elements)
+        self._pair_cutoffs = np.asarray(self.model.pair_cutoffs(), dtype=float)
+        if skin < 0:
+            raise ValueError(f"skin must be >= 0, got {skin}")
+        self.skin = float(skin)
+        self._verlet = None
+
+    @classmethod
+    def from_file(cls, *paths, device=None, dtype=None, **kwargs) -> "MLPCalculator":
+        """Open a model file: ours (one path), or LAMMPS SNAP / ML-IAP pairs in either order."""
+        return cls(load_model(*paths), device=device, dtype=dtype, **kwargs)
+
+    # ------------------------------------------------------------ single
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        if properties is None:
+            properties = self.implemented_properties
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        species = _check_atoms(atoms, self.elements)
+        if self._verlet is None or "numbers" in system_changes or "pbc" in system_changes:
+            self._verlet = VerletNeighborList(None, skin=self.skin,
+                                              pair_cutoffs=self._pair_cutoffs)
+        self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, species)
+        i, j, S = self._verlet.get(atoms.positions, atoms.cell.array)
+        n = len(atoms)
+        graph = graph_from_neighbors(
+            atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
+            i, j, S, dtype=self.dtype, device=self.device)
+        want_stress = "stress" in properties or "stresses" in properties
+        self.results = self._evaluate(graph, [atoms], want_stress)[0]
+
+    # ------------------------------------------------------------ batch
+    def calculate_batch(self, images, properties=("energy", "forces", "stress")) -> list[dict]:
+        """Evaluate many structures (any sizes) in one model call.
+
+        Returns one dict per structure with ASE's result keys (``energy``,
+        ``free_energy``, ``energies``, ``forces``, and ``stress``/``stresses``
+        when asked and the cell is 3D). Does not attach results to the images.
+        """
+        images = list(images)
+        if not images:
+            return []
+        unknown = set(properties) - set(self.implemented_properties)
+        if unknown:
+            raise PropertyNotImplementedError(f"unknown properties {sorted(unknown)}")
+        species = [_check_atoms(a, self.elements) for a in images]
+        nb = batch_neighbor_list(
+            [(a.positions, a.cell.array, a.pbc) for a in images], None,
+            species=species, pair_cutoffs=self._pair_cutoffs)
+        graph = graph_from_neighbors(
+            np.concatenate([a.positions for a in images]),
+            np.stack([a.cell.array for a in images]),
+            np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
+            dtype=self.dtype, device=self.device)
+        want_stress = "stress" in properties or "stresses" in properties
+        return self._evaluate(graph, images, want_stress, strict_stress=want_stress)
+
+    # ------------------------------------------------------------ shared
+    def _evaluate(self, graph, images, want_stress, strict_stress=True):
+        with torch.no_grad():
+            out = self.model(graph, forces=True, stress=want_stress)
+        energy = out["energy"].detach().cpu().numpy().astype(float)
+        energies = out["energies"].detach().cpu().numpy().astype(float)
+        forces = out["forces"].detach().cpu().numpy().astype(float)
+        if want_stress:
+            virial = out["virial"].detach().cpu().numpy().astype(float)
+            atom_virial = out["atom_virial"].detach().cpu().numpy().astype(float)
+        results = []
+        start = 0
+        for k, atoms in enumerate(images):
+            n = len(atoms)
+            r = {
+                "energy": float(energy[k]),
+                "free_energy": float(energy[k]),
+                "energies": energies[start:start + n].copy(),
+                "forces": forces[start:start + n].copy(),
+            }
+            if want_stress:
+                if atoms.cell.rank == 3:
+                    vol = atoms.get_volume()
+                    r["stress"] = full_3x3_to_voigt_6_stress(-virial[k] / vol)
+                    r["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial[start:start + n] / vol)
+                elif strict_stress:
+                    raise PropertyNotImplementedError(
+                        "stress needs a cell with three non-zero lattice vectors "
+                        f"(structure {k} has cell rank {atoms.cell.rank})")
+            results.append(r)
+            start += n
+        return results

@@ -1,0 +1,553 @@
+"""Full neighbour lists for one structure or a batch of structures.
+
+The heavy lifting is done by `vesin <https://github.com/Luthaf/vesin>`_ (a
+threaded O(N) cell list in C++). This module adds input validation, per
+species-pair cutoffs, a deterministic edge order and a batched variant.
+
+Conventions (the same as :func:`ase.neighborlist.neighbor_list`): the cell
+holds the lattice vectors as rows, and an edge ``(i, j, S)`` stands for the
+vector ``r_ij = x[j] - x[i] + S @ cell`` with ``|r_ij| < cutoff``. Both
+directions of every pair are listed. An atom is never its own neighbour with
+``S == 0``, but it is with its periodic images (``i == j``, ``S != 0``).
+
+Notes on vesin (checked against vesin 0.6.2)
+--------------------------------------------
+* ``periodic`` accepts three booleans, so mixed boundary conditions (slabs,
+  wires) are handled natively; for the open directions vesin ignores the box
+  rows and uses the bounding box of the atoms. Mixed periodicity was added in
+  vesin 0.4 but open/mixed systems were only fixed in 0.5.8, so with an
+  older vesin every system is handed to :func:`matscipy.neighbours.neighbour_list`
+  instead (with a finite box enclosing the atoms in the open directions).
+* vesin caps its cell grid at 1e5 cells by rescaling the grid; for very
+  anisotropic grids (e.g. a flat, open 2D flake of 1600 x 1600 Å at 5 Å cutoff,
+  or two molecules 1e6 Å apart) this rescaling truncates one grid dimension to
+  zero and the process dies with SIGFPE. :func:`_vesin_search_cutoff` predicts
+  this and then searches with a larger radius that keeps the grid below the
+  cap; the extra candidate pairs are filtered out again, so the result stays
+  exact.
+* Positions are wrapped into the cell along periodic directions before they
+  are handed to vesin (the shifts are corrected back), so atoms far outside the
+  cell cannot overflow vesin's 32-bit cell indices.
+* The final ``|r_ij| < cutoff`` test is always done here, in numpy, with the
+  caller's (unwrapped) positions: the result is defined by one formula, which
+  :class:`ase_mlp.neighbors.VerletNeighborList` reuses to give bit-identical
+  lists.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import vesin
+
+
+__all__ = ["BatchNeighbors", "batch_neighbor_list", "neighbor_list"]
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+
+#: "vesin" (default, needs vesin >= 0.5.8 for correct open/mixed boundaries) or
+#: "matscipy". Chosen once at import, never changed by this module.
+_BACKEND = "vesin" if _version_tuple(vesin.__version__) >= (0, 5, 8) else "matscipy"
+
+#: ``MAX_NUMBER_OF_CELLS`` in vesin's ``cpu_cell_list.cpp``.
+_VESIN_MAX_CELLS = 1e5
+#: The candidate search radius is inflated by this much (relative and absolute,
+#: Å) so that pairs at the cutoff are never lost to round-off in the wrapped
+#: coordinates; the exact test is done afterwards.
+_SEARCH_REL = 1e-9
+_SEARCH_ABS = 1e-9
+#: A periodic cell vector shorter than this (Å) counts as zero length.
+_ZERO_LENGTH = 1e-10
+#: Periodic vectors count as linearly dependent when the volume (area) they
+#: span divided by the product of their lengths is below this.
+_DEPENDENT = 1e-10
+
+
+# ----------------------------------------------------------------------------
+# input validation
+
+
+def _as_positions(positions) -> np.ndarray:
+    x = np.ascontiguousarray(positions, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != 3:
+        raise ValueError(f"positions must have shape (n_atoms, 3), got {x.shape}")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        k = int(np.argmin(finite))
+        raise ValueError(f"position of atom {k} is not finite: {x[k].tolist()}")
+    return x
+
+
+def _as_cell(cell) -> np.ndarray:
+    if cell is None:
+        return np.zeros((3, 3))
+    c = np.asarray(cell, dtype=np.float64)
+    if c.shape == (3,):
+        c = np.diag(c)
+    if c.shape != (3, 3):
+        raise ValueError(f"cell must be a 3x3 matrix (lattice vectors as rows), got {c.shape}")
+    if not np.isfinite(c).all():
+        raise ValueError(f"cell is not finite: {c.tolist()}")
+    return np.ascontiguousarray(c)
+
+
+def _as_pbc(pbc) -> np.ndarray:
+    p = np.asarray(pbc)
+    if p.shape == ():
+        p = np.repeat(p, 3)
+    if p.shape != (3,):
+        raise ValueError(f"pbc must be a bool or 3 bools, got {pbc!r}")
+    return p.astype(bool)
+
+
+def _check_cutoff(cutoff) -> float:
+    try:
+        value = float(cutoff)
+    except (TypeError, ValueError):
+        raise ValueError(f"cutoff must be a positive finite number, got {cutoff!r}") from None
+    if not np.isfinite(value) or value <= 0.0:
+        raise ValueError(f"cutoff must be a positive finite number, got {cutoff!r}")
+    return value
+
+
+def _check_pair_cutoffs(pair_cutoffs, cutoff) -> np.ndarray:
+    """Validated pair-cutoff matrix, capped at ``cutoff`` when that is given."""
+    pc = np.asarray(pair_cutoffs, dtype=np.float64)
+    if pc.ndim != 2 or pc.shape[0] != pc.shape[1] or pc.shape[0] == 0:
+        raise ValueError(
+            f"pair_cutoffs must be a square (n_species, n_species) matrix, got shape {pc.shape}"
+        )
+    if not np.isfinite(pc).all() or (pc < 0).any():
+        raise ValueError("pair_cutoffs must be finite and non-negative")
+    if not np.allclose(pc, pc.T, rtol=0.0, atol=1e-12):
+        raise ValueError(
+            "pair_cutoffs must be symmetric (pair_cutoffs[a, b] == pair_cutoffs[b, a]), "
+            f"largest asymmetry {np.abs(pc - pc.T).max():.3g} Å"
+        )
+    pc = 0.5 * (pc + pc.T)
+    if cutoff is not None:
+        pc = np.minimum(pc, cutoff)
+    return pc
+
+
+def _check_species(species, n_atoms: int, n_species: int | None) -> np.ndarray | None:
+    if species is None:
+        return None
+    s = np.asarray(species)
+    if s.ndim != 1 or s.shape[0] != n_atoms:
+        raise ValueError(
+            f"species must have one entry per atom: got shape {s.shape} for {n_atoms} atoms"
+        )
+    if s.size and not np.issubdtype(s.dtype, np.integer):
+        if not np.issubdtype(s.dtype, np.floating) or not np.array_equal(s, np.round(s)):
+            raise ValueError(f"species must be integers, got dtype {s.dtype}")
+    s = s.astype(np.int64)
+    if n_species is not None and s.size and (s.min() < 0 or s.max() >= n_species):
+        raise ValueError(
+            f"species must lie in [0, {n_species}) to index pair_cutoffs, "
+            f"got values in [{s.min()}, {s.max()}]"
+        )
+    return s
+
+
+def _completed_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """Invertible 3x3 matrix equal to ``cell`` on the periodic rows.
+
+    The open rows are replaced by unit vectors orthogonal to the periodic
+    ones (to each other too), built exactly as vesin builds its box, so that
+    the open directions never mix with the periodic ones. Raises
+    ``ValueError`` when the periodic vectors span zero volume.
+    """
+    periodic = np.flatnonzero(pbc)
+    for k in periodic:
+        if np.linalg.norm(cell[k]) < _ZERO_LENGTH:
+            raise ValueError(
+                f"periodic cell has zero volume: cell vector {k} is periodic but has "
+                f"zero length ({cell[k].tolist()})"
+            )
+    m = cell.copy()
+    if len(periodic) == 0:
+        return np.eye(3)
+    if len(periodic) == 1:
+        p = int(periodic[0])
+        a = cell[p]
+        b = np.array([0.0, 1.0, 0.0])
+        if abs(np.dot(a / np.linalg.norm(a), b)) > 0.9:
+            b = np.array([0.0, 0.0, 1.0])
+        c = np.cross(a, b)
+        c /= np.linalg.norm(c)
+        b = np.cross(c, a)
+        b /= np.linalg.norm(b)
+        m[(p + 1) % 3] = b
+        m[(p + 2) % 3] = c
+        return m
+    norms = np.linalg.norm(cell[periodic], axis=1)
+    if len(periodic) == 2:
+        a, b = cell[periodic[0]], cell[periodic[1]]
+        n = np.cross(a, b)
+        if np.linalg.norm(n) < _DEPENDENT * norms.prod():
+            raise ValueError(
+                f"periodic cell has zero volume: the periodic cell vectors {periodic.tolist()} "
+                "are linearly dependent (parallel)"
+            )
+        m[3 - periodic[0] - periodic[1]] = n / np.linalg.norm(n)
+        return m
+    if abs(np.linalg.det(cell)) < _DEPENDENT * norms.prod():
+        raise ValueError(
+            "periodic cell has zero volume: the three periodic cell vectors are linearly "
+            "dependent"
+        )
+    return m
+
+
+# ----------------------------------------------------------------------------
+# candidate pairs
+
+
+def _wrap(x: np.ndarray, m: np.ndarray, pbc: np.ndarray):
+    """Wrap positions into the cell along periodic directions.
+
+    Returns ``(x_wrapped, k)`` with ``x = x_wrapped + k @ m`` and integer ``k``
+    (zero along open directions).
+    """
+    frac = x @ np.linalg.inv(m)
+    k = np.where(pbc, np.floor(frac), 0.0)
+    if not k.any():
+        return x, np.zeros(x.shape, dtype=np.int64)
+    return np.ascontiguousarray(x - k @ m), k.astype(np.int64)
+
+
+def _vesin_box_extent(x: np.ndarray, m: np.ndarray, pbc: np.ndarray) -> np.ndarray:
+    """The three ``distances_between_faces`` vesin computes for this input."""
+    volume = abs(np.linalg.det(m))
+    faces = np.array(
+        [volume / np.linalg.norm(np.cross(m[(k + 1) % 3], m[(k + 2) % 3])) for k in range(3)]
+    )
+    extent = x.max(axis=0) - x.min(axis=0)
+    extent = np.where(extent < 1e-6, 1.0, extent)
+    open_faces = np.maximum(extent * 1.01, 1.0)
+    return np.where(pbc, faces, open_faces)
+
+
+def _vesin_grid_ok(faces: np.ndarray, cutoff: float) -> bool:
+    """Whether vesin's cell-grid rescaling keeps every grid dimension >= 1.
+
+    Mirrors ``CellList::CellList`` in vesin's ``cpu_cell_list.cpp``, erring
+    towards "not ok" near every rounding boundary.
+    """
+    n = np.maximum(np.trunc(faces / cutoff), 1.0)
+    if n.prod() <= _VESIN_MAX_CELLS * (1.0 - 1e-6):
+        return True
+    safe = 1.0 - 1e-6
+    ratio_xy = n[0] / n[1]
+    ratio_yz = n[1] / n[2]
+    n2 = np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz)) * safe)
+    n1 = np.trunc(ratio_yz * n2 * safe)
+    n0 = np.trunc(ratio_xy * n1 * safe)
+    return min(n0, n1, n2) >= 1.0
+
+
+def _vesin_search_cutoff(faces: np.ndarray, cutoff: float) -> float:
+    """Smallest convenient radius >= ``cutoff`` that vesin can search safely."""
+    if _vesin_grid_ok(faces, cutoff):
+        return cutoff
+
+    def n_cells(c):
+        return np.maximum(np.trunc(faces / c), 1.0).prod()
+
+    # below half the cap vesin does not rescale its grid at all
+    lo, hi = cutoff, float(faces.max()) * 1.01 + cutoff
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        if n_cells(mid) <= 0.5 * _VESIN_MAX_CELLS:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-6 * hi:
+            break
+    return hi
+
+
+def _vesin_candidates(x, m, pbc, radius):
+    xw, k = _wrap(x, m, pbc)
+    radius = _vesin_search_cutoff(_vesin_box_extent(xw, m, pbc), radius)
+    calculator = vesin.NeighborList(cutoff=radius, full_list=True)
+    i, j, s = calculator.compute(points=xw, box=m, periodic=pbc, quantities="ijS", copy=True)
+    i = i.astype(np.int64)
+    j = j.astype(np.int64)
+    s = s.astype(np.int64)
+    if k.any():
+        s += k[i] - k[j]
+    return i, j, s
+
+
+def _matscipy_candidates(x, m, pbc, radius):
+    """Same as :func:`_vesin_candidates` with matscipy (needs a finite box)."""
+    from matscipy.neighbours import neighbour_list as matscipy_neighbour_list
+
+    xw, k = _wrap(x, m, pbc)
+    box = m.copy()
+    origin = np.zeros(3)
+    for d in np.flatnonzero(~pbc):
+        # m[d] is a unit vector orthogonal to every other row of m
+        proj = xw @ m[d]
+        lo, hi = proj.min() - 1.0, proj.max() + 1.0
+        box[d] = m[d] * (hi - lo)
+        origin += m[d] * lo
+    i, j, s = matscipy_neighbour_list(
+        "ijS", positions=xw, cell=box, pbc=pbc, cutoff=float(radius), cell_origin=origin
+    )
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    s = np.asarray(s, dtype=np.int64).reshape(-1, 3)
+    if k.any():
+        s += k[i] - k[j]
+    return i, j, s
+
+
+def _candidates(x, m, pbc, radius):
+    """Superset of the pairs closer than ``radius`` (int64 i, j, S)."""
+    radius = radius * (1.0 + _SEARCH_REL) + _SEARCH_ABS
+    if _BACKEND == "vesin":
+        return _vesin_candidates(x, m, pbc, radius)
+    return _matscipy_candidates(x, m, pbc, radius)
+
+
+# ----------------------------------------------------------------------------
+# exact filter and order (shared with the Verlet list)
+
+
+def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
+    """``|x[j] - x[i] + s @ cell|`` for every edge."""
+    r = x[j] - x[i] + s.astype(np.float64) @ cell
+    return np.sqrt(np.einsum("ij,ij->i", r, r))
+
+
+def _keep(d, i, j, s, cutoff, pcm, species) -> np.ndarray:
+    """Mask of edges strictly inside the (pair) cutoff, without i == j, S == 0."""
+    if pcm is None:
+        keep = d < cutoff
+    else:
+        keep = d < pcm[species[i], species[j]]
+    return keep & ((i != j) | s.any(axis=1))
+
+
+def _sort(i, j, s):
+    order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
+    return i[order], j[order], s[order]
+
+
+def _empty():
+    return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3), np.int64)
+
+
+def _validated(positions, cell, pbc, cutoff, species, pair_cutoffs):
+    """Check every input of :func:`neighbor_list`.
+
+    Returns ``(x, cell, pbc, m, cutoff, pcm, species)`` where ``m`` is the
+    completed cell, ``cutoff`` the search radius and ``pcm`` the effective
+    pair-cutoff matrix (or None).
+    """
+    x = _as_positions(positions)
+    cell = _as_cell(cell)
+    pbc = _as_pbc(pbc)
+    m = _completed_cell(cell, pbc)
+    if cutoff is None and pair_cutoffs is None:
+        raise ValueError("cutoff is required when pair_cutoffs is not given")
+    if cutoff is not None:
+        cutoff = _check_cutoff(cutoff)
+    pcm = None
+    if pair_cutoffs is not None:
+        pcm = _check_pair_cutoffs(pair_cutoffs, cutoff)
+        if species is None:
+            raise ValueError("pair_cutoffs needs species (one species index per atom)")
+        cutoff = float(pcm.max())
+    species = _check_species(species, len(x), None if pcm is None else pcm.shape[0])
+    return x, cell, pbc, m, cutoff, pcm, species
+
+
+def _neighbor_list(x, cell, pbc, m, cutoff, pcm, species):
+    """:func:`neighbor_list` on validated inputs."""
+    if len(x) == 0 or cutoff <= 0.0:
+        return _empty()
+    i, j, s = _candidates(x, m, pbc, cutoff)
+    if len(i) == 0:
+        return _empty()
+    d = _edge_lengths(x, cell, i, j, s)
+    keep = _keep(d, i, j, s, cutoff, pcm, species)
+    return _sort(i[keep], j[keep], s[keep])
+
+
+# ----------------------------------------------------------------------------
+# public API
+
+
+def neighbor_list(positions, cell, pbc, cutoff, *, species=None, pair_cutoffs=None):
+    """Full (both directions) neighbour list of one structure.
+
+    Parameters
+    ----------
+    positions : array_like, shape (n_atoms, 3)
+        Cartesian positions, Å. Atoms may lie outside the cell.
+    cell : array_like, shape (3, 3), or None
+        Lattice vectors as rows, Å. Rows of open (non-periodic) directions are
+        ignored and may be zero; None means a zero cell (only with no pbc).
+    pbc : bool or sequence of 3 bool
+        Periodicity along each cell vector.
+    cutoff : float or None
+        Cutoff radius, Å (> 0). May be None when ``pair_cutoffs`` is given,
+        the radius is then the largest pair cutoff; when both are given the
+        pair cutoffs are capped at ``cutoff``.
+    species : array_like of int, shape (n_atoms,), optional
+        Species index of every atom (row/column of ``pair_cutoffs``).
+    pair_cutoffs : array_like, shape (n_species, n_species), optional
+        Symmetric matrix of per species-pair cutoffs, Å. An edge is kept when
+        ``|r_ij| < pair_cutoffs[species[i], species[j]]``.
+
+    Returns
+    -------
+    i, j : numpy.ndarray of int64, shape (n_edges,)
+        Centre and neighbour atom indices.
+    S : numpy.ndarray of int64, shape (n_edges, 3)
+        Integer cell shifts, ``r_ij = x[j] - x[i] + S @ cell``.
+
+    Notes
+    -----
+    Both directions of every pair are listed. ``i == j`` only appears with
+    ``S != 0`` (periodic images). Edges are sorted by ``i``, then ``j``, then
+    ``S`` (lexicographically), so the output is deterministic.
+
+    Raises
+    ------
+    ValueError
+        For non-finite positions (naming the first bad atom), a periodic cell
+        of zero volume, a non-positive or non-finite cutoff, or inconsistent
+        ``species`` / ``pair_cutoffs``.
+    """
+    return _neighbor_list(*_validated(positions, cell, pbc, cutoff, species, pair_cutoffs))
+
+
+@dataclass
+class BatchNeighbors:
+    """Neighbour lists of several structures, concatenated.
+
+    Attributes
+    ----------
+    i, j : numpy.ndarray of int64, shape (n_edges,)
+        Global atom indices into the concatenation of all systems.
+    shifts : numpy.ndarray of int64, shape (n_edges, 3)
+        Integer cell shifts, in units of the cell of the edge's system.
+    edge_system : numpy.ndarray of int64, shape (n_edges,)
+        System of each edge.
+    atom_system : numpy.ndarray of int64, shape (n_atoms_total,)
+        System of each atom.
+    offsets : numpy.ndarray of int64, shape (n_systems + 1,)
+        ``offsets[k]`` is the global index of the first atom of system ``k``;
+        ``offsets[-1]`` is the total number of atoms.
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    shifts: np.ndarray
+    edge_system: np.ndarray
+    atom_system: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def n_systems(self) -> int:
+        return int(self.offsets.shape[0] - 1)
+
+    @property
+    def n_atoms(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def n_edges(self) -> int:
+        return int(self.i.shape[0])
+
+
+def _unpack_system(system):
+    from ase import Atoms
+
+    if isinstance(system, Atoms):
+        return system.positions, system.cell.array, system.pbc
+    try:
+        positions, cell, pbc = system
+    except (TypeError, ValueError):
+        raise ValueError(
+            "each system must be an ase.Atoms or a (positions, cell, pbc) tuple, "
+            f"got {type(system).__name__}"
+        ) from None
+    return positions, cell, pbc
+
+
+def batch_neighbor_list(systems, cutoff, *, species=None, pair_cutoffs=None) -> BatchNeighbors:
+    """Neighbour lists of many structures at once, with global atom indices.
+
+    Parameters
+    ----------
+    systems : sequence of ase.Atoms or of (positions, cell, pbc) tuples
+        Structures of any size (one atom, no edges, ... are fine).
+    cutoff : float or None
+        As in :func:`neighbor_list`.
+    species : sequence of int arrays, optional
+        One species array per system (needed with ``pair_cutoffs``).
+    pair_cutoffs : array_like, shape (n_species, n_species), optional
+        As in :func:`neighbor_list`, shared by all systems.
+
+    Returns
+    -------
+    BatchNeighbors
+        The concatenation of the per-system lists of :func:`neighbor_list`,
+        with ``i`` and ``j`` offset by the first atom index of their system.
+    """
+    systems = list(systems)
+    if species is not None:
+        species = list(species)
+        if len(species) != len(systems):
+            raise ValueError(
+                f"species must hold one array per system: got {len(species)} "
+                f"for {len(systems)} systems"
+            )
+    ii, jj, ss, es, sizes = [], [], [], [], []
+    offset = 0
+    for k, system in enumerate(systems):
+        positions, cell, pbc = _unpack_system(system)
+        try:
+            args = _validated(
+                positions,
+                cell,
+                pbc,
+                cutoff,
+                None if species is None else species[k],
+                pair_cutoffs,
+            )
+        except ValueError as error:
+            raise ValueError(f"system {k}: {error}") from None
+        i, j, s = _neighbor_list(*args)
+        n_atoms = len(args[0])
+        ii.append(i + offset)
+        jj.append(j + offset)
+        ss.append(s)
+        es.append(np.full(len(i), k, dtype=np.int64))
+        sizes.append(n_atoms)
+        offset += n_atoms
+    sizes = np.asarray(sizes, dtype=np.int64)
+    offsets = np.zeros(len(systems) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    if not systems:
+        i, j, s = _empty()
+        return BatchNeighbors(i, j, s, np.zeros(0, np.int64), np.zeros(0, np.int64), offsets)
+    return BatchNeighbors(
+        i=np.concatenate(ii),
+        j=np.concatenate(jj),
+        shifts=np.concatenate(ss),
+        edge_system=np.concatenate(es),
+        atom_system=np.repeat(np.arange(len(systems), dtype=np.int64), sizes),
+        offsets=offsets,
+    )
