@@ -133,7 +133,9 @@ class MLPCalculator(Calculator):
 
         Returns one dict per structure with ASE's result keys (``energy``,
         ``free_energy``, ``energies``, ``forces``, and ``stress``/``stresses``
-        when asked and the cell is 3D). Does not attach results to the images.
+        when asked; structures whose cell is not 3D (open clusters) get no stress
+        keys instead of failing the whole batch). Does not attach results to the
+        images.
         """
         images = list(images)
         if not images:
@@ -151,7 +153,7 @@ class MLPCalculator(Calculator):
             np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
             dtype=self.dtype, device=self.device)
         want_stress = "stress" in properties or "stresses" in properties
-        return self._evaluate(graph, images, want_stress, strict_stress=want_stress)
+        return self._evaluate(graph, images, want_stress, strict_stress=False)
 
     # ------------------------------------------------------------ shared
     def _evaluate(self, graph, images, want_stress, strict_stress=True):

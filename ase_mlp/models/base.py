@@ -104,7 +104,8 @@ def assemble(
     ``atom_virial`` (n_atoms, 3, 3). The virial is the usual
     ``W = sum_edges r_ij (x) F_ij = -sum_edges r_ij (x) dE/dr_ij`` (LAMMPS's sign:
     positive under compression), so ASE's stress is ``-W / volume``. Per-atom
-    virials split each edge half to each end, as LAMMPS does.
+    virials split each edge half to each end (as LAMMPS does) and are
+    symmetrised (LAMMPS keeps the upper triangle, see the comment below).
     """
     n_atoms, n_sys = graph.n_atoms, graph.n_systems
     out = {"energies": energies}
@@ -122,6 +123,10 @@ def assemble(
         out["forces"] = f
     if stress:
         w = -vectors.unsqueeze(2) * edge_grad.unsqueeze(1)  # (E,3,3): -r_a g_b
+        # Symmetrised per edge, so per-atom virials rotate as tensors. LAMMPS's
+        # stress/atom keeps the upper triangle of r (x) F instead (xy = dx*fy ...),
+        # which depends on the frame for many-body potentials; in LAMMPS's own
+        # frame the diagonals and the totals are identical to ours.
         w = 0.5 * (w + w.transpose(1, 2))
         atom_w = vectors.new_zeros((n_atoms, 3, 3))
         atom_w.index_add_(0, i, 0.5 * w)

@@ -1,6 +1,9 @@
 """Neighbour lists (vesin-backed) for one or many structures, and the batched graph."""
 
-from ase_mlp.neighbors.graph import Graph, graph_from_neighbors
+from ase_mlp.neighbors.graph import Graph, edges_within, graph_from_neighbors
+from ase_mlp.neighbors.lists import BatchNeighbors, batch_neighbor_list, neighbor_list
+from ase_mlp.neighbors.verlet import VerletNeighborList
 
 
-__all__ = ["Graph", "graph_from_neighbors"]
+__all__ = ["Graph", "graph_from_neighbors", "edges_within", "neighbor_list",
+           "batch_neighbor_list", "BatchNeighbors", "VerletNeighborList"]
