@@ -86,7 +86,7 @@ def cmd_demo(args) -> int:
         im.calc = calc
         single.append(im.get_potential_energy())
     ts = time.perf_counter() - t
-    dev = max(abs(b["energy"] - s) for b, s in zip(batch, single))
+    dev = max(abs(b["energy"] - s) for b, s in zip(batch, single, strict=False))
     print(f"batch of {len(images)} structures: {tb * 1e3:.0f} ms in one call vs {ts * 1e3:.0f} ms "
           f"one by one (max |ΔE| = {dev:.1e} eV)")
     return 0
@@ -105,13 +105,13 @@ def cmd_eval(args) -> int:
         else ("energy", "forces")
     results = calc.calculate_batch(images, properties=props)
     print(f"{'#':>4} {'natoms':>7} {'energy (eV)':>18} {'eV/atom':>12} {'max|F| eV/Å':>12}")
-    for k, (a, r) in enumerate(zip(images, results)):
+    for k, (a, r) in enumerate(zip(images, results, strict=False)):
         print(f"{k:4d} {len(a):7d} {r['energy']:18.8f} {r['energy'] / len(a):12.6f} "
               f"{np.abs(r['forces']).max():12.5f}")
     if args.output:
         from ase.calculators.singlepoint import SinglePointCalculator
 
-        for a, r in zip(images, results):
+        for a, r in zip(images, results, strict=False):
             a.calc = SinglePointCalculator(a, **{k: v for k, v in r.items() if k != "stresses"})
         write(args.output, images)
         print(f"wrote {args.output}")
@@ -164,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="run the main job on the embedded default model")
     common(d)
-    d.add_argument("--size", type=int, default=4, help="bcc supercell repeat (default 4: 128 atoms)")
+    d.add_argument("--size", type=int, default=4, help="bcc supercell repeat (4: 128 atoms)")
     d.add_argument("--steps", type=int, default=50, help="MD steps")
     d.add_argument("--temperature", type=float, default=300.0, help="K")
     d.add_argument("--fmax", type=float, default=0.01, help="eV/Å for the relaxation")

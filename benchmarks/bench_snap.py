@@ -114,7 +114,7 @@ def _batch(threads, q):
         one.append(im.get_potential_energy())
         im.get_forces()
     ts = time.perf_counter() - t
-    dev = max(abs(r["energy"] - e) for r, e in zip(res, one))
+    dev = max(abs(r["energy"] - e) for r, e in zip(res, one, strict=False))
     q.put({"batched": tb, "one_by_one": ts, "max_dE": dev, "rss": _peak_mb()})
 
 

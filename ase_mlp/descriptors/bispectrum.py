@@ -26,8 +26,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ase_mlp.descriptors._sna_tables import n_bispectrum, sna_tables
 from ase_mlp._util import check_elements
+from ase_mlp.descriptors._sna_tables import n_bispectrum, sna_tables
 from ase_mlp.neighbors.graph import edges_within
 
 
@@ -503,7 +503,8 @@ class Bispectrum(torch.nn.Module):
         gcb_i = torch.zeros_like(gca_r)
         Gr_next = Gi_next = None
         off = int(self.tables.layer_sizes.sum())
-        for (j, h, coa, cob, mirror, nj), (Ar, Ai) in zip(reversed(layers), reversed(saved)):
+        for (j, h, coa, cob, mirror, nj), (Ar, Ai) in zip(reversed(layers), reversed(saved),
+                                                          strict=True):
             off -= nj
             rows = h + 2 if (j % 2 == 1 and j < self.twojmax) else h + 1
             Gr = torch.zeros((rows, j + 1, P), dtype=dtype, device=dev)

@@ -121,7 +121,8 @@ def load(path, *, device=None, dtype=None) -> Model:
             f"{path}: key 'elements' {elements} disagrees with the model's {model.elements}")
     units = data.get("units", {"energy": "eV", "length": "Angstrom"})
     if units != {"energy": "eV", "length": "Angstrom"}:
-        raise ModelFormatError(f"{path}: key 'units' is {units}; only eV and Angstrom are supported")
+        raise ModelFormatError(
+            f"{path}: key 'units' is {units}; only eV and Angstrom are supported")
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

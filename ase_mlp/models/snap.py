@@ -24,7 +24,8 @@ def _descriptor(descriptor) -> Bispectrum:
     if isinstance(descriptor, dict):
         return Bispectrum(**descriptor)
     if not isinstance(descriptor, Bispectrum):
-        raise TypeError(f"descriptor must be a Bispectrum (or its config dict), got {type(descriptor)}")
+        raise TypeError(
+            f"descriptor must be a Bispectrum (or its config dict), got {type(descriptor)}")
     return descriptor
 
 
@@ -210,7 +211,7 @@ class NNSNAP(_SNAPBase):
             lin.bias.copy_(b)
 
     def _net(self, e: int, x: torch.Tensor) -> torch.Tensor:
-        for lin, act in zip(self.networks[e], self.activations):
+        for lin, act in zip(self.networks[e], self.activations, strict=False):
             x = _ACTIVATIONS[act](torch.nn.functional.linear(
                 x, lin.weight.to(x.dtype), lin.bias.to(x.dtype)))
         return x.squeeze(-1)

@@ -111,7 +111,7 @@ def test_snap_matches_lammps(name, rng):
     lmp = LammpsEvaluator("snap", [f"pair_coeff * * {coeff} {param} {' '.join(elements)}"],
                           elements)
     try:
-        for label, atoms in structures(lattice, a, elements, rng).items():
+        for _label, atoms in structures(lattice, a, elements, rng).items():
             compare(evaluate(calc, atoms), lmp.evaluate(atoms), len(atoms))
     finally:
         lmp.close()
@@ -128,7 +128,7 @@ def test_mliap_matches_lammps(name, rng):
         f"mliap model {style} {P / model_file} descriptor sna {P / desc_file}",
         [f"pair_coeff * * {' '.join(elements)}"], elements)
     try:
-        for label, atoms in structures(lattice, a, elements, rng).items():
+        for _label, atoms in structures(lattice, a, elements, rng).items():
             compare(evaluate(calc, atoms), lmp.evaluate(atoms), len(atoms))
     finally:
         lmp.close()
@@ -174,7 +174,7 @@ def test_zbl_hybrid_overlay_matches_lammps(wrapper, elements, lattice, a, rng):
             coeffs.append(" ".join(w))
     lmp = LammpsEvaluator(style, coeffs, elements)
     try:
-        for label, atoms in structures(lattice, a, elements, rng).items():
+        for _label, atoms in structures(lattice, a, elements, rng).items():
             atoms = atoms.copy()
             if len(atoms) > 2:  # push two atoms into the ZBL range
                 atoms.positions[1] = atoms.positions[0] + np.array([1.5, 0.9, 0.6])
