@@ -1599,44 +1599,38 @@ def _can(paths, fmt) -> bool:
         return False
 
 
-class SnapFormat:
+class _LammpsFormat:
+    """Entry point base (group ``ase_mlp.model_formats``): ``can_load`` / ``load``."""
+
+    name = ""
+    n_paths = 0
+    kind = ""
+
+    @classmethod
+    def can_load(cls, paths) -> bool:
+        return len(_as_paths(paths)) == cls.n_paths and _can(paths, cls.kind)
+
+    @classmethod
+    def load(cls, paths) -> Model:
+        return cls._read(*_as_paths(paths))
+
+
+class SnapFormat(_LammpsFormat):
     """Entry point: a ``.snapcoeff`` + ``.snapparam`` pair (either order)."""
 
-    name = "lammps_snap"
-
-    @staticmethod
-    def can_load(paths) -> bool:
-        return len(_as_paths(paths)) == 2 and _can(paths, "snap")
-
-    @staticmethod
-    def load(paths) -> Model:
-        return read_snap(*_as_paths(paths))
+    name, n_paths, kind = "lammps_snap", 2, "snap"
+    _read = staticmethod(lambda *p: read_snap(*p))
 
 
-class MliapFormat:
+class MliapFormat(_LammpsFormat):
     """Entry point: a ``.mliap.model`` + ``.mliap.descriptor`` pair (either order)."""
 
-    name = "lammps_mliap"
-
-    @staticmethod
-    def can_load(paths) -> bool:
-        return len(_as_paths(paths)) == 2 and _can(paths, "mliap")
-
-    @staticmethod
-    def load(paths) -> Model:
-        return read_mliap(*_as_paths(paths))
+    name, n_paths, kind = "lammps_mliap", 2, "mliap"
+    _read = staticmethod(lambda *p: read_mliap(*p))
 
 
-class LammpsWrapperFormat:
+class LammpsWrapperFormat(_LammpsFormat):
     """Entry point: one LAMMPS ``X.snap`` / ``X.mliap`` wrapper file."""
 
-    name = "lammps_wrapper"
-
-    @staticmethod
-    def can_load(paths) -> bool:
-        return len(_as_paths(paths)) == 1 and _can(paths, "lammps-wrapper")
-
-    @staticmethod
-    def load(paths) -> Model:
-        return read_lammps_potential(_as_paths(paths)[0])
-
+    name, n_paths, kind = "lammps_wrapper", 1, "lammps-wrapper"
+    _read = staticmethod(lambda p: read_lammps_potential(p))

@@ -10,12 +10,11 @@ autograd-based models share one code path.
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
 import torch
-from ase.data import atomic_numbers, chemical_symbols  # noqa: F401
+from ase.data import atomic_numbers
 
 from ase_mlp._util import check_elements
 from ase_mlp.neighbors.graph import Graph, edges_within
@@ -151,14 +150,5 @@ def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:
     return out
 
 
-__all__ = [
-    "Model",
-    "MODEL_REGISTRY",
-    "register_model",
-    "edges_within",
-    "assemble",
-    "symbols_to_species",
-    "check_elements",
-    "chemical_symbols",
-    "math",
-]
+__all__ = ["Model", "MODEL_REGISTRY", "register_model", "edges_within", "assemble",
+           "symbols_to_species", "check_elements"]
