@@ -61,9 +61,10 @@ def cmd_demo(args) -> int:
                   friction=0.02 / units.fs, rng=rng)
     temps = []
     with tqdm(total=args.steps, desc="Langevin MD", unit="step", disable=args.quiet) as bar:
-        def tick():
+        def tick():  # ASE also calls observers before the first step
             temps.append(atoms.get_temperature())
-            bar.update(1)
+            if md.nsteps > 0:
+                bar.update(1)
         md.attach(tick, interval=1)
         t = time.perf_counter()
         md.run(args.steps)
