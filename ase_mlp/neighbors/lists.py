@@ -26,13 +26,14 @@ Notes on vesin (checked against vesin 0.6.2)
 * vesin caps its cell grid at 1e5 cells by rescaling the grid; for very
   anisotropic grids (e.g. an open, flat 2D flake of 1600 x 1600 Å at 5 Å
   cutoff, or two atoms 1e6 Å apart) the rescaling truncates one grid dimension
-  to zero and the process dies with SIGFPE. :func:`_vesin_search_cutoff`
-  predicts this and then searches with a larger radius that keeps the grid
-  below the cap; the extra candidate pairs are filtered out again, so the
-  result stays exact.
-* Positions are wrapped into the cell along periodic directions before they
-  are handed to vesin (the shifts are corrected back), so atoms far outside the
-  cell cannot overflow vesin's 32-bit cell indices.
+  to zero and the process dies with SIGFPE. :func:`_vesin_grid_ok` predicts
+  this and :func:`_plan` then lengthens the fake box rows of the thinnest open
+  directions, or, when the thinnest direction is really periodic, searches
+  with a larger radius and filters the extra candidates out; the result stays
+  exact.
+* Atoms more than 100 cells away along a periodic direction are wrapped back
+  before they are handed to vesin (the shifts are corrected back), so they
+  cannot overflow vesin's 32-bit cell indices.
 * The final ``|r_ij| < cutoff`` test is always done here, in numpy, with the
   caller's (unwrapped) positions: the result is defined by one formula, which
   :class:`ase_mlp.neighbors.VerletNeighborList` reuses to give bit-identical
@@ -41,6 +42,7 @@ Notes on vesin (checked against vesin 0.6.2)
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -66,6 +68,9 @@ _VESIN_MAX_CELLS = 1e5
 #: coordinates; the exact test is done afterwards.
 _SEARCH_REL = 1e-9
 _SEARCH_ABS = 1e-9
+#: Positions are wrapped before calling vesin when an atom lies more than this
+#: many cells away along a periodic direction.
+_WRAP_BEYOND = 100.0
 #: A periodic cell vector shorter than this (Å) counts as zero length.
 _ZERO_LENGTH = 1e-10
 #: Periodic vectors count as linearly dependent when the volume (area) they
@@ -204,8 +209,7 @@ def _completed_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
         return m
     if abs(np.linalg.det(cell)) < _DEPENDENT * norms.prod():
         raise ValueError(
-            "periodic cell has zero volume: the three periodic cell vectors are linearly "
-            "dependent"
+            "periodic cell has zero volume: the three periodic cell vectors are linearly dependent"
         )
     return m
 
@@ -215,15 +219,17 @@ def _completed_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
 
 
 def _wrap(x: np.ndarray, m: np.ndarray, pbc: np.ndarray):
-    """Wrap positions into the cell along periodic directions.
+    """Bring atoms far outside the cell back along periodic directions.
 
     Returns ``(x_wrapped, k)`` with ``x = x_wrapped + k @ m`` and integer ``k``
-    (zero along open directions).
+    (zero along open directions). vesin wraps atoms itself; this only guards
+    its 32-bit cell indices against atoms many cells away, and does nothing
+    (``k`` is None) in the usual case.
     """
     frac = x @ np.linalg.inv(m)
+    if not pbc.any() or np.abs(frac[:, pbc]).max(initial=0.0) <= _WRAP_BEYOND:
+        return x, None
     k = np.where(pbc, np.floor(frac), 0.0)
-    if not k.any():
-        return x, np.zeros(x.shape, dtype=np.int64)
     return np.ascontiguousarray(x - k @ m), k.astype(np.int64)
 
 
@@ -238,89 +244,156 @@ def _faces(box: np.ndarray) -> np.ndarray:
 def _vesin_grid_ok(faces: np.ndarray, cutoff: float) -> bool:
     """Whether vesin's cell-grid rescaling keeps every grid dimension >= 1.
 
-    Mirrors ``CellList::CellList`` in vesin's ``cpu_cell_list.cpp``, erring
-    towards "not ok" near every rounding boundary.
+    Mirrors ``CellList::CellList`` in vesin's ``cpu_cell_list.cpp``. Our face
+    distances may differ from vesin's in the last bits, so every grid vesin
+    could derive from them (each dimension rounded down or up) is checked, and
+    the rescaling is simulated erring towards "not ok".
     """
-    n = np.maximum(np.trunc(faces / cutoff), 1.0)
-    if n.prod() <= _VESIN_MAX_CELLS * (1.0 - 1e-6):
-        return True
+    ratio = faces / cutoff
+    lo = np.maximum(np.trunc(ratio * (1.0 - 1e-9)), 1.0)
+    hi = np.maximum(np.trunc(ratio * (1.0 + 1e-9)), 1.0)
     safe = 1.0 - 1e-6
-    ratio_xy = n[0] / n[1]
-    ratio_yz = n[1] / n[2]
-    n2 = np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz)) * safe)
-    n1 = np.trunc(ratio_yz * n2 * safe)
-    n0 = np.trunc(ratio_xy * n1 * safe)
-    return min(n0, n1, n2) >= 1.0
+    for n in itertools.product(*zip(lo, hi, strict=True)):
+        if np.prod(n) <= _VESIN_MAX_CELLS * safe:
+            continue
+        ratio_xy = n[0] / n[1]
+        ratio_yz = n[1] / n[2]
+        n2 = np.trunc(np.cbrt(_VESIN_MAX_CELLS / (ratio_xy * ratio_yz * ratio_yz)) * safe)
+        n1 = np.trunc(ratio_yz * n2 * safe)
+        n0 = np.trunc(ratio_xy * n1 * safe)
+        if min(n0, n1, n2) < 1.0:
+            return False
+    return True
 
 
-def _vesin_search_cutoff(faces: np.ndarray, cutoff: float) -> float:
-    """Smallest convenient radius >= ``cutoff`` that vesin can search safely."""
-    if _vesin_grid_ok(faces, cutoff):
-        return cutoff
+def _fake_box(m, open_dirs, lengths) -> np.ndarray:
+    box = m.copy()
+    for d, length in zip(open_dirs, lengths, strict=True):
+        box[d] = m[d] * length
+    return box
 
-    def n_cells(c):
-        return np.maximum(np.trunc(faces / c), 1.0).prod()
 
-    # below half the cap vesin does not rescale its grid at all
-    lo, hi = cutoff, float(faces.max()) * 1.01 + cutoff
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        if n_cells(mid) <= 0.5 * _VESIN_MAX_CELLS:
-            hi = mid
-        else:
-            lo = mid
-        if hi - lo < 1e-6 * hi:
+def _plan(m, open_dirs, extent, radius):
+    """Box and search radius of the fully periodic problem handed to the backend.
+
+    Open direction ``d`` gets the box row ``m[d] * L_d`` with
+    ``L_d >= extent_d + radius + 1 Å``. When vesin's grid rescaling would
+    crash (:func:`_vesin_grid_ok`), the thinnest open rows are first made
+    longer (this only adds empty space); if the thinnest direction is a real
+    periodic one, the search radius is increased instead (the extra candidate
+    pairs are filtered out by the caller).
+    """
+    lengths = extent + radius + 1.0
+    box = _fake_box(m, open_dirs, lengths)
+    if _BACKEND != "vesin":
+        return box, radius
+    for _ in range(128):
+        faces = _faces(box)
+        if _vesin_grid_ok(faces, radius):
+            return box, radius
+        n = np.maximum(np.trunc(faces / radius), 1.0)
+        if len(open_dirs) == 0:
             break
-    return hi
+        k = int(np.argmin(n[open_dirs]))
+        if n[open_dirs[k]] > n.min():
+            break
+        lengths[k] = 2.0 * max(lengths[k], radius)
+        box = _fake_box(m, open_dirs, lengths)
+    search = radius
+    for _ in range(256):
+        search *= 1.25
+        box = _fake_box(m, open_dirs, extent + search + 1.0)
+        if _vesin_grid_ok(_faces(box), search):
+            return box, search
+    raise RuntimeError("could not find a cell grid that vesin can handle for this system")
 
 
-def _vesin_pairs(x, box, radius):
-    radius = _vesin_search_cutoff(_faces(box), radius)
-    calculator = vesin.NeighborList(cutoff=radius, full_list=True)
-    return calculator.compute(points=x, box=box, periodic=True, quantities="ijS", copy=True)
+def _to_origin(x, m, open_dirs):
+    """Translate along the open directions so that every projection starts at 0.
+
+    Returns the translated positions and the extent along each open direction.
+    """
+    extent = np.zeros(len(open_dirs))
+    if len(open_dirs) == 0:
+        return x, extent
+    proj = x @ m[open_dirs].T
+    lo = proj.min(axis=0)
+    extent[:] = proj.max(axis=0) - lo
+    return x - lo @ m[open_dirs], extent
 
 
-def _matscipy_pairs(x, box, radius):
-    from matscipy.neighbours import neighbour_list as matscipy_neighbour_list
+def _compact_open(x, m, open_dirs, radius):
+    """Close the empty gaps wider than ``radius`` along the open directions.
 
-    return matscipy_neighbour_list(
-        "ijS", positions=x, cell=box, pbc=np.ones(3, dtype=bool), cutoff=float(radius)
-    )
+    Atoms are split into groups wherever their sorted projection on an open
+    direction jumps by more than ``radius`` (no pair can cross such a gap).
+    Each group is translated along the open directions (never along a periodic
+    one, so its shifts are unchanged) and the groups are laid end to end along
+    the first open direction, ``radius + 1 Å`` apart: pairs inside a group keep
+    their vectors and pairs between groups stay out of range.
+    """
+    n_atoms = len(x)
+    proj = x @ m[open_dirs].T
+    labels = np.zeros(n_atoms, dtype=np.int64)
+    for col in range(len(open_dirs)):
+        order = np.argsort(proj[:, col], kind="stable")
+        segment = np.empty(n_atoms, dtype=np.int64)
+        segment[order] = np.concatenate([[0], np.cumsum(np.diff(proj[order, col]) > radius)])
+        labels = labels * (int(segment[order[-1]]) + 1) + segment
+        labels = np.unique(labels, return_inverse=True)[1].reshape(-1)
+    n_groups = int(labels.max()) + 1
+    if n_groups == 1:
+        return x
+    group_min = np.full((n_groups, len(open_dirs)), np.inf)
+    group_max = np.full((n_groups, len(open_dirs)), -np.inf)
+    np.minimum.at(group_min, labels, proj)
+    np.maximum.at(group_max, labels, proj)
+    target = np.zeros_like(group_min)
+    widths = group_max[:, 0] - group_min[:, 0] + radius + 1.0
+    target[1:, 0] = np.cumsum(widths)[:-1]
+    return x + (target - group_min)[labels] @ m[open_dirs]
 
 
 def _candidates(x, m, pbc, radius):
     """Superset of the pairs closer than ``radius`` (int64 i, j, S).
 
     Every open direction is made periodic with a fake box row, the unit vector
-    ``m[d]`` (orthogonal to all other rows) times ``extent + radius + 1 Å``:
-    an image across that row is then always farther than ``radius``, so the
-    pairs of the fully periodic problem with zero shift along the fake rows are
-    exactly the pairs of the original problem.
+    ``m[d]`` (orthogonal to all other rows) times a length larger than
+    ``extent + radius``: an image across that row is then always farther than
+    ``radius``, so the pairs of the fully periodic problem with zero shift
+    along the fake rows are exactly the pairs of the original problem. When
+    the atoms are so sparse along the open directions that vesin's grid would
+    break, the empty gaps are closed first (:func:`_compact_open`).
     """
     radius = radius * (1.0 + _SEARCH_REL) + _SEARCH_ABS
     open_dirs = np.flatnonzero(~pbc)
-    box = m.copy()
-    if len(open_dirs):
-        origin = np.zeros(3)
-        for d in open_dirs:
-            proj = x @ m[d]
-            lo = proj.min()
-            box[d] = m[d] * (proj.max() - lo + radius + 1.0)
-            origin += m[d] * lo
-        x = x - origin
+    x, extent = _to_origin(x, m, open_dirs)
+    if (
+        _BACKEND == "vesin"
+        and len(open_dirs)
+        and not _vesin_grid_ok(_faces(_fake_box(m, open_dirs, extent + radius + 1.0)), radius)
+    ):
+        x, extent = _to_origin(_compact_open(x, m, open_dirs, radius), m, open_dirs)
+    box, search = _plan(m, open_dirs, extent, radius)
     xw, k = _wrap(x, box, pbc)
     if _BACKEND == "vesin":
-        i, j, s = _vesin_pairs(xw, box, radius)
+        calculator = vesin.NeighborList(cutoff=search, full_list=True)
+        i, j, s = calculator.compute(points=xw, box=box, periodic=True, quantities="ijS", copy=True)
     else:
-        i, j, s = _matscipy_pairs(xw, box, radius)
+        from matscipy.neighbours import neighbour_list as matscipy_neighbour_list
+
+        i, j, s = matscipy_neighbour_list(
+            "ijS", positions=xw, cell=box, pbc=np.ones(3, dtype=bool), cutoff=float(search)
+        )
     i = np.asarray(i, dtype=np.int64)
     j = np.asarray(j, dtype=np.int64)
     s = np.asarray(s, dtype=np.int64).reshape(-1, 3)
     if len(open_dirs):
         real = ~s[:, open_dirs].any(axis=1)
-        i, j, s = i[real], j[real], s[real]
-    if k.any():
-        s += k[i] - k[j]
+        if not real.all():
+            i, j, s = i[real], j[real], s[real]
+    if k is not None:
+        s += np.take(k, i, axis=0) - np.take(k, j, axis=0)
     return i, j, s
 
 
@@ -330,7 +403,7 @@ def _candidates(x, m, pbc, radius):
 
 def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
     """``|x[j] - x[i] + s @ cell|`` for every edge."""
-    r = x[j] - x[i] + s.astype(np.float64) @ cell
+    r = np.take(x, j, axis=0) - np.take(x, i, axis=0) + s.astype(np.float64) @ cell
     return np.sqrt(np.einsum("ij,ij->i", r, r))
 
 
@@ -339,13 +412,22 @@ def _keep(d, i, j, s, cutoff, pcm, species) -> np.ndarray:
     if pcm is None:
         keep = d < cutoff
     else:
-        keep = d < pcm[species[i], species[j]]
-    return keep & ((i != j) | s.any(axis=1))
+        keep = d < pcm[np.take(species, i), np.take(species, j)]
+    self_pairs = np.flatnonzero(i == j)
+    if len(self_pairs):
+        keep[self_pairs] &= s[self_pairs].any(axis=1)
+    return keep
 
 
-def _sort(i, j, s):
-    order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
-    return i[order], j[order], s[order]
+def _sort(i, j, s, n_atoms):
+    """Sort edges by ``i``, then ``j``, then ``S`` (lexicographically)."""
+    key = i * max(n_atoms, 1) + j
+    order = np.argsort(key, kind="stable")
+    sorted_key = key[order]
+    if len(key) > 1 and (sorted_key[1:] == sorted_key[:-1]).any():
+        # the same (i, j) with several shifts: order those by S too
+        order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
+    return np.take(i, order), np.take(j, order), np.take(s, order, axis=0)
 
 
 def _empty():
@@ -386,7 +468,10 @@ def _neighbor_list(x, cell, pbc, m, cutoff, pcm, species):
         return _empty()
     d = _edge_lengths(x, cell, i, j, s)
     keep = _keep(d, i, j, s, cutoff, pcm, species)
-    return _sort(i[keep], j[keep], s[keep])
+    if not keep.all():
+        keep = np.flatnonzero(keep)
+        i, j, s = np.take(i, keep), np.take(j, keep), np.take(s, keep, axis=0)
+    return _sort(i, j, s, len(x))
 
 
 # ----------------------------------------------------------------------------

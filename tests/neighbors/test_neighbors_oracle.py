@@ -10,7 +10,7 @@ from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list, neighbor_
 
 
 def triples(i, j, S):
-    return set(zip(i.tolist(), j.tolist(), map(tuple, np.asarray(S).tolist())))
+    return set(zip(i.tolist(), j.tolist(), map(tuple, np.asarray(S).tolist()), strict=False))
 
 
 def cases(rng):
