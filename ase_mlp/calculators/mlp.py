@@ -101,7 +101,8 @@ class MLPCalculator(Calculator):
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         self.skin = float(skin)
-        self._verlet = None
+        # rebuilds itself when species, pbc, the cell or the atom count change
+        self._verlet = VerletNeighborList(None, skin=self.skin, pair_cutoffs=self._pair_cutoffs)
 
     @classmethod
     def from_file(cls, *paths, device=None, dtype=None, **kwargs) -> "MLPCalculator":
@@ -115,9 +116,6 @@ class MLPCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         species = _check_atoms(atoms, self.elements)
-        if self._verlet is None or "numbers" in system_changes or "pbc" in system_changes:
-            self._verlet = VerletNeighborList(None, skin=self.skin,
-                                              pair_cutoffs=self._pair_cutoffs)
         self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, species)
         i, j, S = self._verlet.get(atoms.positions, atoms.cell.array)
         n = len(atoms)

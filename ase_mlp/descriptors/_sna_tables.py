@@ -118,8 +118,6 @@ class SnaTables:
     half_index: np.ndarray  # u entries (per element block) on the "left half" used for forces
     half_partner: np.ndarray  # the symmetric partner entry (j-mb, j-ma) of each, or -1
     half_sign: np.ndarray  # (-1)^(ma-mb) for the partner relation
-    half_weight: np.ndarray  # 1, or 0.5 at the centre of even-j matrices
-    diag_index: np.ndarray  # u entries with ma == mb (the self term)
     half_diag: np.ndarray  # positions in the half set of the diagonal entries it holds
     full_from_half: np.ndarray  # for every full entry, the half-set position it derives from
     full_mirror: np.ndarray  # True where the full entry is (-1)^(ma-mb) conj(half partner)
@@ -233,7 +231,7 @@ def sna_tables(twojmax: int, n_elem: int = 1, bnormflag: bool = False) -> SnaTab
                 bzero_j.append(bj)
 
     # --- half-matrix bookkeeping for the force contraction -----------------------
-    h_idx, h_par, h_sgn, h_w = [], [], [], []
+    h_idx, h_par, h_sgn = [], [], []
     for j in range(twojmax + 1):
         for mb in range(j // 2 + 1):
             for ma in range(j + 1):
@@ -243,8 +241,6 @@ def sna_tables(twojmax: int, n_elem: int = 1, bnormflag: bool = False) -> SnaTab
                 centre = 2 * mb == j and 2 * ma == j
                 h_par.append(-1 if centre else uidx(j, j - mb, j - ma))
                 h_sgn.append(1.0 if (ma - mb) % 2 == 0 else -1.0)
-                h_w.append(0.5 if centre else 1.0)
-    diag = [uidx(j, m, m) for j in range(twojmax + 1) for m in range(j + 1)]
     pos = {int(e): k for k, e in enumerate(h_idx)}
     half_diag = [pos[int(uidx(j, m, m))] for j in range(twojmax + 1) for m in range(j // 2 + 1)]
     f_from, f_mir, f_sgn = [], [], []
@@ -285,8 +281,6 @@ def sna_tables(twojmax: int, n_elem: int = 1, bnormflag: bool = False) -> SnaTab
         half_index=np.asarray(h_idx, dtype=np.int64),
         half_partner=np.asarray(h_par, dtype=np.int64),
         half_sign=np.asarray(h_sgn, dtype=np.float64),
-        half_weight=np.asarray(h_w, dtype=np.float64),
-        diag_index=np.asarray(diag, dtype=np.int64),
         half_diag=np.asarray(half_diag, dtype=np.int64),
         full_from_half=np.asarray(f_from, dtype=np.int64),
         full_mirror=np.asarray(f_mir, dtype=bool),

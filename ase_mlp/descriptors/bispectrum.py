@@ -152,13 +152,12 @@ class Bispectrum(torch.nn.Module):
         if self.switchinnerflag:
             reg("_sinner", torch.tensor(self.sinner, dtype=torch.float64), persistent=False)
             reg("_dinner", torch.tensor(self.dinner, dtype=torch.float64), persistent=False)
-        for name in ("zidx", "zp1", "zp2", "bidx", "bz", "bq", "half_index", "diag_index",
-                     "half_diag", "full_from_half", "full_mirror"):
+        for name in ("zidx", "zp1", "zp2", "bidx", "bz", "bq", "half_index", "half_diag",
+                     "full_from_half", "full_mirror"):
             reg("_" + name, torch.as_tensor(getattr(t, name)), persistent=False)
         reg("_zcoef", torch.as_tensor(t.zcoef), persistent=False)
         reg("_bw", torch.as_tensor(t.bw), persistent=False)
         reg("_half_sign", torch.as_tensor(t.half_sign), persistent=False)
-        reg("_half_weight", torch.as_tensor(t.half_weight), persistent=False)
         reg("_full_sign", torch.as_tensor(t.full_sign), persistent=False)
         partner = t.half_partner.copy()
         centre = partner < 0
