@@ -21,6 +21,7 @@ Memory is bounded by processing atoms and edges in chunks.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,6 +37,28 @@ from ase_mlp.neighbors.graph import edges_within
 IGNORED_KEYWORDS = ("chunksize", "parallelthresh")
 
 _COMPLEX = {torch.float64: torch.complex128, torch.float32: torch.complex64}
+
+
+@dataclass
+class _Context:
+    """Per-call edge data shared by the passes."""
+
+    graph: object
+    dtype: torch.dtype
+    ctype: torch.dtype
+    device: torch.device
+    n_atoms: int
+    n_edges: int
+    H: int
+    sel: torch.Tensor
+    r: torch.Tensor
+    rij: torch.Tensor
+    target: torch.Tensor
+    rcut: torch.Tensor
+    wj: torch.Tensor
+    rinner: torch.Tensor | None
+    drinner: torch.Tensor | None
+    edge_chunk: int
 
 
 def _per_element(name, value, elements, default=None):
@@ -250,24 +273,96 @@ class Bispectrum(torch.nn.Module):
         ``edge_grad`` of shape ``(graph.n_edges, 3)`` (zeros on edges beyond the
         cutoff) or None.
         """
+        ctx = self._prepare(graph, vectors, edge_chunk)
+        uhalf = self._densities(ctx)
+        n_atoms = ctx.n_atoms
+        H, S = ctx.H, self.n_slots
+        if atom_chunk is None:
+            # keep the (terms x atoms) temporaries within a few MB of cache
+            atom_chunk = max(16, int(1.5e5 // max(len(self.tables.zidx), 1)))
+        energies = vectors.new_zeros(n_atoms)
+        Y = torch.zeros((H, n_atoms * S), dtype=ctx.ctype, device=ctx.device) \
+            if need_gradient else None
+        for a in range(0, n_atoms, atom_chunk):
+            b = min(a + atom_chunk, n_atoms)
+            B, saved = self._atom_block(ctx, uhalf, a, b)
+            e, dEdB = energy_fn(B.transpose(0, 1), graph.species[a:b])
+            energies[a:b] = e
+            if not need_gradient:
+                continue
+            if dEdB is None:
+                raise RuntimeError("energy_fn returned no dE/dB although forces were requested")
+            Yc = self._adjoint(saved, dEdB.transpose(0, 1).to(ctx.dtype))  # (S, H, nc)
+            Y.view(H, n_atoms, S)[:, a:b, :] = Yc.permute(1, 2, 0)
+        if not need_gradient:
+            return energies, None
+
+        # -- pass 3: edge gradients dE/dr_ij = Re(conj(Y_i) . d(f_c w u_ij)/dr) ----
+        grad_sel = vectors.new_zeros((ctx.n_edges, 3))
+        for a, b, sfac, dsfac, rij, r, rcut, unit in self._edge_chunks(ctx, need_d=True):
+            Yp = Y.index_select(1, ctx.target[a:b])  # (H, P)
+            gd, gu = self._edge_kernel(rij, r, rcut, Yp)
+            grad_sel[a:b] = (gd * sfac).transpose(0, 1) + (gu * dsfac).unsqueeze(1) * unit
+        grad = vectors.new_zeros((graph.n_edges, 3))
+        grad.index_copy_(0, ctx.sel, grad_sel)
+        return energies, grad
+
+    def jacobian(self, graph, vectors: torch.Tensor | None = None, *, edge_chunk: int = 512):
+        """Descriptors and their gradients with respect to every edge vector.
+
+        Returns ``(B, sel, J)``: ``B`` (n_atoms, n_descriptors); ``sel`` (E',)
+        indices of the graph edges within the cutoff; ``J`` (E', n_descriptors, 3)
+        with ``J[e, k] = dB_{i,k} / dr_ij`` for edge ``e = (i, j)`` (``i`` the
+        centre). Any model ``E_i = f(B_i)`` then has ``dE/dr_ij = sum_k
+        (dE_i/dB_ik) J[e, k]``, which is how training uses it: the descriptor
+        gradients are computed once and the model is fitted on top of them.
+
+        ``dB/dU`` is built once per atom for all components (the adjoint of
+        :meth:`evaluate` with unit ``dE/dB``), and ``du_ij/dr`` by a forward-mode
+        (tangent) pass of the Wigner recursion.
+        """
+        if vectors is None:
+            vectors = graph.edge_vectors()
+        ctx = self._prepare(graph, vectors, edge_chunk)
+        uhalf = self._densities(ctx)
+        n_atoms, H, S = ctx.n_atoms, ctx.H, self.n_slots
+        K = self.n_descriptors
+        dtype = ctx.dtype
+        B_all = vectors.new_zeros((n_atoms, K))
+        # Y[atom*S + slot] = (dB_k/dU_re, dB_k/dU_im) on the half set, (K, 2H) real
+        Y = torch.zeros((n_atoms, S, K, 2 * H), dtype=dtype, device=ctx.device)
+        atom_chunk = max(1, int(4e6 // max(len(self.tables.zidx), 1) // max(K, 1)))
+        for a in range(0, n_atoms, atom_chunk):
+            b = min(a + atom_chunk, n_atoms)
+            nc = b - a
+            B, saved = self._atom_block(ctx, uhalf, a, b)
+            B_all[a:b] = B.transpose(0, 1)
+            Yc = self._adjoint_all(saved, dtype).view(S, H, K, nc).permute(3, 0, 2, 1)
+            Y[a:b, :, :, :H] = Yc.real
+            Y[a:b, :, :, H:] = Yc.imag
+        Y = Y.view(n_atoms * S, K, 2 * H)
+        J = vectors.new_zeros((ctx.n_edges, K, 3))
+        for a, b, sfac, dsfac, rij, r, rcut, unit in self._edge_chunks(ctx, need_d=True):
+            ur, ui, dur, dui = self._edge_tangent(rij, r, rcut)  # (H,P), (3,H,P)
+            # total u = f_c w u: du = f_c w du + u (d f_c w/dr) unit
+            ds = (dsfac * unit.transpose(0, 1)).unsqueeze(1)  # (3, 1, P)
+            du = torch.cat([dur * sfac + ur.unsqueeze(0) * ds,
+                            dui * sfac + ui.unsqueeze(0) * ds], dim=1)  # (3, 2H, P)
+            J[a:b] = torch.bmm(Y.index_select(0, ctx.target[a:b]), du.permute(2, 1, 0))
+        return B_all, ctx.sel, J
+
+    # ------------------------------------------------------------ passes
+    def _prepare(self, graph, vectors, edge_chunk=None):
         dtype = vectors.dtype
         if dtype not in _COMPLEX:
             raise TypeError(f"positions must be float32 or float64, got {dtype}")
-        n_atoms = graph.n_atoms
-        t = self.tables
-        U = t.idxu_max
-        S = self.n_slots
         cutoffs = self._cutoffs.to(dtype)
         sel, r = edges_within(graph, vectors, cutoffs)
         ei = graph.edge_index[0, sel]
         ej = graph.edge_index[1, sel]
-        rij = vectors[sel]
         si = graph.species[ei]
         sj = graph.species[ej]
         slot = sj if self.chemflag else torch.zeros_like(sj)
-        target = ei * S + slot
-        rcut = cutoffs[si, sj]
-        wj = self._weights.to(dtype)[sj]
         if self.switchinnerflag:
             sin = self._sinner.to(dtype)
             din = self._dinner.to(dtype)
@@ -275,101 +370,127 @@ class Bispectrum(torch.nn.Module):
             drinner = 0.5 * (din[si] + din[sj])
         else:
             rinner = drinner = None
+        return _Context(
+            graph=graph, dtype=dtype, ctype=_COMPLEX[dtype], device=vectors.device,
+            n_atoms=graph.n_atoms, n_edges=int(sel.shape[0]),
+            H=int(self.tables.half_index.shape[0]),
+            sel=sel, r=r, rij=vectors[sel], target=ei * self.n_slots + slot,
+            rcut=cutoffs[si, sj], wj=self._weights.to(dtype)[sj], rinner=rinner,
+            drinner=drinner, edge_chunk=2048 if edge_chunk is None else int(edge_chunk))
 
-        n_edges = int(sel.shape[0])
-        H = int(t.half_index.shape[0])
-        if edge_chunk is None:
-            edge_chunk = 2048
-        if atom_chunk is None:
-            # keep the (terms x atoms) temporaries within a few MB of cache
-            atom_chunk = max(16, int(1.5e5 // max(len(t.zidx), 1)))
-        ctype = _COMPLEX[dtype]
-        dev = vectors.device
+    def _edge_chunks(self, ctx, need_d):
+        step = ctx.edge_chunk
+        for a in range(0, ctx.n_edges, step):
+            b = min(a + step, ctx.n_edges)
+            sfac, dsfac = self._switch(ctx.r[a:b], ctx.rcut[a:b], ctx.wj[a:b],
+                                       None if ctx.rinner is None else ctx.rinner[a:b],
+                                       None if ctx.drinner is None else ctx.drinner[a:b], need_d)
+            rij, r = ctx.rij[a:b], ctx.r[a:b]
+            yield a, b, sfac, dsfac, rij, r, ctx.rcut[a:b], rij / r.unsqueeze(1)
 
-        # -- pass 1: densities U_i on the half set (H, n_atoms * S) ------------
-        uhalf = torch.zeros((H, n_atoms * S), dtype=ctype, device=dev)
-        for a in range(0, n_edges, edge_chunk):
-            b = min(a + edge_chunk, n_edges)
-            sfac, _ = self._switch(r[a:b], rcut[a:b], wj[a:b],
-                                   None if rinner is None else rinner[a:b],
-                                   None if drinner is None else drinner[a:b], False)
-            u = self._edge_kernel(rij[a:b], r[a:b], rcut[a:b])
-            uhalf.index_add_(1, target[a:b], u * sfac)
-        uhalf = uhalf.view(H, n_atoms, S)
+    def _densities(self, ctx):
+        """Pass 1: densities U_i on the half set, shape ``(H, n_atoms, S)``."""
+        n_atoms, S = ctx.n_atoms, self.n_slots
+        uhalf = torch.zeros((ctx.H, n_atoms * S), dtype=ctx.ctype, device=ctx.device)
+        for a, b, sfac, _, rij, r, rcut, _ in self._edge_chunks(ctx, need_d=False):
+            u = self._edge_kernel(rij, r, rcut)
+            uhalf.index_add_(1, ctx.target[a:b], u * sfac)
+        uhalf = uhalf.view(ctx.H, n_atoms, S)
         hd = self._half_diag
         if self.chemflag and not self.wselfallflag:
-            ar = torch.arange(n_atoms, device=dev)
-            uhalf[hd.unsqueeze(1), ar.unsqueeze(0), graph.species.unsqueeze(0)] += 1.0
+            ar = torch.arange(n_atoms, device=ctx.device)
+            uhalf[hd.unsqueeze(1), ar.unsqueeze(0), ctx.graph.species.unsqueeze(0)] += 1.0
         else:
             uhalf[hd] += 1.0
+        return uhalf
 
-        # -- pass 2: per-atom Z, B, model, adjoint Y ------------------------
-        energies = vectors.new_zeros(n_atoms)
-        Y = torch.zeros((H, n_atoms * S), dtype=ctype, device=dev) if need_gradient else None
-        zcoef = self._zcoef.to(dtype).unsqueeze(1)
-        bw = self._bw.to(dtype).unsqueeze(1)
-        bzero = self._bzero.to(dtype).unsqueeze(1)
+    def _atom_block(self, ctx, uhalf, a, b):
+        """Pass 2 for atoms ``a:b``: ``B`` (n_b, nc) and what the adjoint needs."""
+        t = self.tables
+        dtype, ctype, dev = ctx.dtype, ctx.ctype, ctx.device
+        U, S = t.idxu_max, self.n_slots
+        nc = b - a
+        hc = uhalf[:, a:b, :].permute(2, 0, 1)  # (S, H, nc)
+        full = hc.index_select(1, self._full_from_half)  # (S, U, nc)
         fsign = self._full_sign.to(dtype).view(1, U, 1)
-        for a in range(0, n_atoms, atom_chunk):
-            b = min(a + atom_chunk, n_atoms)
-            nc = b - a
-            hc = uhalf[:, a:b, :].permute(2, 0, 1)  # (S, H, nc)
-            full = hc.index_select(1, self._full_from_half)  # (S, U, nc)
-            full = torch.where(self._full_mirror.view(1, U, 1), full.conj() * fsign, full)
-            uT = full.reshape(S * U, nc)
-            u1 = uT.index_select(0, self._zp1)
-            u2 = uT.index_select(0, self._zp2)
-            Z = torch.zeros((t.n_z, nc), dtype=ctype, device=dev)
-            Z.index_add_(0, self._zidx, u1 * u2 * zcoef)
-            uq = uT.index_select(0, self._bq)
-            Zb = Z.index_select(0, self._bz)
-            prod = uq.real * Zb.real + uq.imag * Zb.imag
-            B = torch.zeros((t.n_b, nc), dtype=dtype, device=dev)
-            B.index_add_(0, self._bidx, prod * bw)
-            if self.bzeroflag:
-                if self.chemflag and not self.wselfallflag:
-                    n = S
-                    sp = graph.species[a:b]
-                    own = (sp * n + sp) * n + sp
-                    mask = (self._triple_of_b.unsqueeze(1) == own.unsqueeze(0)).to(dtype)
-                    B = B - bzero * mask
-                else:
-                    B = B - bzero
-            e, dEdB = energy_fn(B.transpose(0, 1), graph.species[a:b])
-            energies[a:b] = e
-            if not need_gradient:
-                continue
-            if dEdB is None:
-                raise RuntimeError("energy_fn returned no dE/dB although forces were requested")
-            gB = dEdB.transpose(0, 1).to(dtype).index_select(0, self._bidx) * bw  # (nbs, nc)
-            gZ = torch.zeros_like(Z)
-            gZ.index_add_(0, self._bz, uq * gB)
-            gU = torch.zeros_like(uT)
-            gU.index_add_(0, self._bq, Zb * gB)
-            gP = gZ.index_select(0, self._zidx) * zcoef
-            gU.index_add_(0, self._zp1, gP * u2.conj())
-            gU.index_add_(0, self._zp2, gP * u1.conj())
-            # (S*U, nc) -> folded onto the half set, stored as (H, atoms*S)
-            Yc = self._fold(gU.view(S, U, nc), dtype)  # (S, H, nc)
-            Y.view(H, n_atoms, S)[:, a:b, :] = Yc.permute(1, 2, 0)
+        full = torch.where(self._full_mirror.view(1, U, 1), full.conj() * fsign, full)
+        uT = full.reshape(S * U, nc)
+        u1 = uT.index_select(0, self._zp1)
+        u2 = uT.index_select(0, self._zp2)
+        zcoef = self._zcoef.to(dtype).unsqueeze(1)
+        Z = torch.zeros((t.n_z, nc), dtype=ctype, device=dev)
+        Z.index_add_(0, self._zidx, u1 * u2 * zcoef)
+        uq = uT.index_select(0, self._bq)
+        Zb = Z.index_select(0, self._bz)
+        prod = uq.real * Zb.real + uq.imag * Zb.imag
+        B = torch.zeros((t.n_b, nc), dtype=dtype, device=dev)
+        B.index_add_(0, self._bidx, prod * self._bw.to(dtype).unsqueeze(1))
+        if self.bzeroflag:
+            bzero = self._bzero.to(dtype).unsqueeze(1)
+            if self.chemflag and not self.wselfallflag:
+                n = S
+                sp = ctx.graph.species[a:b]
+                own = (sp * n + sp) * n + sp
+                mask = (self._triple_of_b.unsqueeze(1) == own.unsqueeze(0)).to(dtype)
+                B = B - bzero * mask
+            else:
+                B = B - bzero
+        return B, (uq, Zb, u1, u2)
 
-        if not need_gradient:
-            return energies, None
+    def _adjoint_all(self, saved, dtype):
+        """``dB_k/dU`` for every component ``k`` at once, ``(S, H, K*n)`` (k-major).
 
-        # -- pass 3: edge gradients dE/dr_ij = Re(conj(Y_i) . d(f_c w u_ij)/dr) ----
-        grad_sel = vectors.new_zeros((n_edges, 3))
-        for a in range(0, n_edges, edge_chunk):
-            b = min(a + edge_chunk, n_edges)
-            sfac, dsfac = self._switch(r[a:b], rcut[a:b], wj[a:b],
-                                       None if rinner is None else rinner[a:b],
-                                       None if drinner is None else drinner[a:b], True)
-            Yp = Y.index_select(1, target[a:b])  # (H, P)
-            gd, gu = self._edge_kernel(rij[a:b], r[a:b], rcut[a:b], Yp)
-            unit = rij[a:b] / r[a:b].unsqueeze(1)
-            grad_sel[a:b] = (gd * sfac).transpose(0, 1) + (gu * dsfac).unsqueeze(1) * unit
-        grad = vectors.new_zeros((graph.n_edges, 3))
-        grad.index_copy_(0, sel, grad_sel)
-        return energies, grad
+        Sparse: component ``k`` only reaches the ``Z`` entries of its own
+        ``(j1, j2, j)`` triple, so the index lists below pair every ``k`` with
+        just the Z terms it needs (built once, :meth:`_jacobian_tables`).
+        """
+        uq, Zb, u1, u2 = saved
+        t = self.tables
+        K, SU, n_z = t.n_b, self.n_slots * t.idxu_max, t.n_z
+        n = uq.shape[1]
+        kb, yb, zb, pk, pt, yp1, yp2, zpt = self._jacobian_tables(uq.device)
+        bw = self._bw.to(dtype).unsqueeze(1)
+        Yf = torch.zeros((K * SU, n), dtype=uq.dtype, device=uq.device)
+        Yf.index_add_(0, yb, Zb * bw)
+        gZ = torch.zeros((K * n_z, n), dtype=uq.dtype, device=uq.device)
+        gZ.index_add_(0, zb, uq * bw)
+        gP = gZ.index_select(0, zpt) * self._zcoef.to(dtype).index_select(0, pt).unsqueeze(1)
+        Yf.index_add_(0, yp1, gP * u2.index_select(0, pt).conj())
+        Yf.index_add_(0, yp2, gP * u1.index_select(0, pt).conj())
+        G = Yf.view(K, self.n_slots, t.idxu_max, n).permute(1, 2, 0, 3)
+        return self._fold(G.reshape(self.n_slots, t.idxu_max, K * n), dtype)
+
+    def _jacobian_tables(self, device):
+        key = ("jac", device)
+        if key not in self._layer_cache:
+            t = self.tables
+            SU, n_z = self.n_slots * t.idxu_max, t.n_z
+            bidx, bq, bz = (np.asarray(getattr(t, k)) for k in ("bidx", "bq", "bz"))
+            zidx, zp1, zp2 = (np.asarray(getattr(t, k)) for k in ("zidx", "zp1", "zp2"))
+            member = np.zeros((t.n_b, n_z), dtype=bool)
+            member[bidx, bz] = True
+            pk, pt = np.nonzero(member[:, zidx])  # (k, Z term) pairs that matter
+            tabs = (bidx, bidx * SU + bq, bidx * n_z + bz, pk, pt, pk * SU + zp1[pt],
+                    pk * SU + zp2[pt], pk * n_z + zidx[pt])
+            self._layer_cache[key] = tuple(torch.as_tensor(x, dtype=torch.int64, device=device)
+                                           for x in tabs)
+        return self._layer_cache[key]
+
+    def _adjoint(self, saved, dEdB):
+        """``Y = dE/dU`` on the half set, ``(S, H, n)``, from ``dE/dB`` ``(n_b, n)``."""
+        t = self.tables
+        uq, Zb, u1, u2 = saved
+        dtype = dEdB.dtype
+        n = dEdB.shape[1]
+        gB = dEdB.index_select(0, self._bidx) * self._bw.to(dtype).unsqueeze(1)  # (nbs, n)
+        gZ = torch.zeros((t.n_z, n), dtype=uq.dtype, device=uq.device)
+        gZ.index_add_(0, self._bz, uq * gB)
+        gU = torch.zeros((self.n_slots * t.idxu_max, n), dtype=uq.dtype, device=uq.device)
+        gU.index_add_(0, self._bq, Zb * gB)
+        gP = gZ.index_select(0, self._zidx) * self._zcoef.to(dtype).unsqueeze(1)
+        gU.index_add_(0, self._zp1, gP * u2.conj())
+        gU.index_add_(0, self._zp2, gP * u1.conj())
+        return self._fold(gU.view(self.n_slots, t.idxu_max, n), dtype)
 
     # ------------------------------------------------------------ internals
     def _fold(self, G: torch.Tensor, dtype) -> torch.Tensor:
@@ -433,6 +554,75 @@ class Bispectrum(torch.nn.Module):
                                int(self.tables.layer_sizes[j])))
             self._layer_cache[key] = layers
         return self._layer_cache[key]
+
+    def _edge_tangent(self, rij, r, rcut):
+        """Wigner matrices of a chunk of edges on the half set and their gradients.
+
+        Forward (tangent) mode of the recursion in :meth:`_edge_kernel`: returns
+        ``(u_re, u_im, du_re, du_im)`` of shapes ``(H, P)`` and ``(3, H, P)``
+        with ``du[d] = du / d r_ij[d]`` (without the cutoff function).
+        """
+        dtype = rij.dtype
+        P = rij.shape[0]
+        dev = rij.device
+        x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
+        rscale0 = self.rfac0 * math.pi / (rcut - self.rmin0)
+        theta0 = (r - self.rmin0) * rscale0
+        z0 = r * torch.cos(theta0) / torch.sin(theta0)
+        r0inv = 1.0 / torch.sqrt(r * r + z0 * z0)
+        car, cai = z0 * r0inv, z * r0inv
+        cbr, cbi = y * r0inv, x * r0inv
+        rsq = r * r
+        dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
+        unit = (rij / r.unsqueeze(1)).transpose(0, 1)  # (3, P)
+        dr0inv = -(r0inv ** 3) * (r + z0 * dz0dr) * unit  # (3, P)
+        dcar = dz0dr * unit * r0inv + z0 * dr0inv
+        dcai = z * dr0inv
+        dcai[2] += r0inv
+        dcbr = y * dr0inv
+        dcbr[1] += r0inv
+        dcbi = x * dr0inv
+        dcbi[0] += r0inv
+        # broadcast shapes (3, 1, 1, P) against tangents (3, h+1, j, P)
+        dcar, dcai, dcbr, dcbi = (v.view(3, 1, 1, P) for v in (dcar, dcai, dcbr, dcbi))
+        H = int(self.tables.layer_sizes.sum())
+        ur = torch.empty((H, P), dtype=dtype, device=dev)
+        ui = torch.empty((H, P), dtype=dtype, device=dev)
+        dur = torch.empty((3, H, P), dtype=dtype, device=dev)
+        dui = torch.empty((3, H, P), dtype=dtype, device=dev)
+        ur[0], ui[0], dur[:, 0], dui[:, 0] = 1.0, 0.0, 0.0, 0.0
+        pr = torch.ones((1, 1, P), dtype=dtype, device=dev)
+        pi = torch.zeros((1, 1, P), dtype=dtype, device=dev)
+        dpr = torch.zeros((3, 1, 1, P), dtype=dtype, device=dev)
+        dpi = torch.zeros((3, 1, 1, P), dtype=dtype, device=dev)
+        off = 1
+        for j, h, coa, cob, mirror, nj in self._layers(dtype, dev):
+            Ar, Ai = pr[: h + 1], pi[: h + 1]
+            dAr, dAi = dpr[:, : h + 1], dpi[:, : h + 1]
+            nr = torch.zeros((h + 1, j + 1, P), dtype=dtype, device=dev)
+            ni = torch.zeros_like(nr)
+            dnr = torch.zeros((3, h + 1, j + 1, P), dtype=dtype, device=dev)
+            dni = torch.zeros_like(dnr)
+            nr[:, :j] = coa * (car * Ar - cai * Ai)
+            ni[:, :j] = coa * (car * Ai + cai * Ar)
+            dnr[:, :, :j] = coa * (dcar * Ar + car * dAr - dcai * Ai - cai * dAi)
+            dni[:, :, :j] = coa * (dcar * Ai + car * dAi + dcai * Ar + cai * dAr)
+            nr[:, 1:] -= cob * (cbr * Ar - cbi * Ai)
+            ni[:, 1:] -= cob * (cbr * Ai + cbi * Ar)
+            dnr[:, :, 1:] -= cob * (dcbr * Ar + cbr * dAr - dcbi * Ai - cbi * dAi)
+            dni[:, :, 1:] -= cob * (dcbr * Ai + cbr * dAi + dcbi * Ar + cbi * dAr)
+            ur[off:off + nj] = nr.view(-1, P)[:nj]
+            ui[off:off + nj] = ni.view(-1, P)[:nj]
+            dur[:, off:off + nj] = dnr.reshape(3, -1, P)[:, :nj]
+            dui[:, off:off + nj] = dni.reshape(3, -1, P)[:, :nj]
+            off += nj
+            if j % 2 == 1 and j < self.twojmax:
+                nr = torch.cat([nr, (nr[h].flip(0) * mirror).unsqueeze(0)], dim=0)
+                ni = torch.cat([ni, (-ni[h].flip(0) * mirror).unsqueeze(0)], dim=0)
+                dnr = torch.cat([dnr, (dnr[:, h].flip(1) * mirror).unsqueeze(1)], dim=1)
+                dni = torch.cat([dni, (-dni[:, h].flip(1) * mirror).unsqueeze(1)], dim=1)
+            pr, pi, dpr, dpi = nr, ni, dnr, dni
+        return ur, ui, dur, dui
 
     def _edge_kernel(self, rij, r, rcut, Y=None):
         """Wigner matrices of a chunk of edges, left-half rows only (VMK 4.8.2).
