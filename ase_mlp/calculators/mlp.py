@@ -12,6 +12,7 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_mlp.models.base import Model, symbols_to_species
+from ase_mlp.models.committee import Committee
 from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list
 from ase_mlp.neighbors.graph import graph_from_neighbors
 
@@ -78,6 +79,9 @@ class MLPCalculator(Calculator):
 
     Implemented properties: ``energy``, ``free_energy``, ``energies``,
     ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
+    With a :class:`~ase_mlp.models.Committee` the results are the committee
+    means, plus ``energy_std`` (eV), ``forces_std`` (per atom,
+    ``sqrt(mean_m |F_m - <F>|^2)``, eV/Å) and ``stress_std`` (Voigt, eV/Å³).
     """
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
@@ -97,6 +101,10 @@ class MLPCalculator(Calculator):
                                                                 dtype=self.dtype)
         self.model.eval()
         self.elements = list(self.model.elements)
+        self.committee = isinstance(self.model, Committee)
+        if self.committee:
+            self.implemented_properties = list(type(self).implemented_properties) + [
+                "energy_std", "forces_std", "stress_std"]
         self._pair_cutoffs = np.asarray(self.model.pair_cutoffs(), dtype=float)
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
@@ -122,7 +130,7 @@ class MLPCalculator(Calculator):
         graph = graph_from_neighbors(
             atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
             i, j, S, dtype=self.dtype, device=self.device)
-        want_stress = "stress" in properties or "stresses" in properties
+        want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         self.results = self._evaluate(graph, [atoms], want_stress)[0]
 
     # ------------------------------------------------------------ batch
@@ -150,7 +158,7 @@ class MLPCalculator(Calculator):
             np.stack([a.cell.array for a in images]),
             np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
             dtype=self.dtype, device=self.device)
-        want_stress = "stress" in properties or "stresses" in properties
+        want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         return self._evaluate(graph, images, want_stress, strict_stress=False)
 
     # ------------------------------------------------------------ shared
@@ -163,6 +171,11 @@ class MLPCalculator(Calculator):
         if want_stress:
             virial = out["virial"].detach().cpu().numpy().astype(float)
             atom_virial = out["atom_virial"].detach().cpu().numpy().astype(float)
+        if self.committee:
+            e_std = out["energy_std"].detach().cpu().numpy().astype(float)
+            f_std = out["forces_std"].detach().cpu().numpy().astype(float)
+            v_std = out["virial_std"].detach().cpu().numpy().astype(float) if want_stress \
+                else None
         results = []
         start = 0
         for k, atoms in enumerate(images):
@@ -173,11 +186,18 @@ class MLPCalculator(Calculator):
                 "energies": energies[start:start + n].copy(),
                 "forces": forces[start:start + n].copy(),
             }
+            if self.committee:
+                r["energy_std"] = float(e_std[k])
+                r["forces_std"] = f_std[start:start + n].copy()
             if want_stress:
                 if atoms.cell.rank == 3:
                     vol = atoms.get_volume()
                     r["stress"] = full_3x3_to_voigt_6_stress(-virial[k] / vol)
                     r["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial[start:start + n] / vol)
+                    if self.committee:
+                        v = v_std[k] / vol
+                        r["stress_std"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2],
+                                                    v[0, 1]])
                 elif strict_stress:
                     raise PropertyNotImplementedError(
                         "stress needs a cell with three non-zero lattice vectors "

@@ -1,6 +1,7 @@
-"""ase_mlp models: SNAP family, ZBL, sums; saving and loading."""
+"""ase_mlp models: SNAP family, ZBL, sums, committees; saving and loading."""
 
 from ase_mlp.models.base import MODEL_REGISTRY, Model, register_model
+from ase_mlp.models.committee import Committee
 from ase_mlp.models.snap import NNSNAP, LinearSNAP, QuadraticSNAP
 from ase_mlp.models.sum import SumModel
 
@@ -19,4 +20,4 @@ def load(path, **kwargs):
 
 
 __all__ = ["Model", "MODEL_REGISTRY", "register_model", "LinearSNAP", "QuadraticSNAP",
-           "NNSNAP", "SumModel", "ZBL", "load"]
+           "NNSNAP", "SumModel", "Committee", "ZBL", "load"]

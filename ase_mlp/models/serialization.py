@@ -5,7 +5,7 @@ A saved model is a ``torch.save`` archive of plain data (loaded with
 
     {"format": "ase_mlp-model", "version": 1, "ase_mlp_version": "...",
      "model": {"class": "LinearSNAP", "config": {...}, "state": {name: tensor},
-               "members": [...]},          # members only for SumModel
+               "members": [...]},          # members only for SumModel and Committee
      "elements": [...], "cutoffs": [[...]], "units": {"energy": "eV", "length": "Angstrom"}}
 
 ``elements``, ``cutoffs`` and ``units`` are informational copies checked on load.
@@ -30,11 +30,21 @@ class ModelFormatError(ValueError):
     """A saved model file is malformed; the message names the file and the key."""
 
 
-def _to_dict(model: Model) -> dict:
+#: models made of member models, saved as a list of members
+_COMPOSITES = ("SumModel", "Committee")
+
+
+def _composite(name):
+    from ase_mlp.models.committee import Committee
     from ase_mlp.models.sum import SumModel
 
-    if isinstance(model, SumModel):
-        return {"class": "SumModel", "config": {}, "state": {},
+    return {"SumModel": SumModel, "Committee": Committee}[name]
+
+
+def _to_dict(model: Model) -> dict:
+    name = type(model).__name__
+    if name in _COMPOSITES:
+        return {"class": name, "config": {}, "state": {},
                 "members": [_to_dict(m) for m in model.models]}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"class": type(model).__name__, "config": model.config(), "state": state}
@@ -63,13 +73,18 @@ def _require(d: dict, key: str, where: str, path):
 
 
 def _from_dict(d: dict, path, where="model") -> Model:
-    from ase_mlp.models.sum import SumModel
-
     cls_name = _require(d, "class", where, path)
-    if cls_name == "SumModel":
+    if cls_name in _COMPOSITES:
         members = _require(d, "members", where, path)
-        return SumModel(*[_from_dict(m, path, f"{where}.members[{k}]")
-                          for k, m in enumerate(members)])
+        if not isinstance(members, list) or not members:
+            raise ModelFormatError(f"{path}: '{where}.members' must be a non-empty list")
+        try:
+            return _composite(cls_name)(*[_from_dict(m, path, f"{where}.members[{k}]")
+                                          for k, m in enumerate(members)])
+        except (TypeError, ValueError) as err:
+            if isinstance(err, ModelFormatError):
+                raise
+            raise ModelFormatError(f"{path}: invalid '{where}' ({cls_name}): {err}") from err
     cls = MODEL_REGISTRY.get(cls_name)
     if cls is None:
         raise ModelFormatError(
