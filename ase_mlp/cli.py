@@ -1,4 +1,4 @@
-"""Command line: ``ase-mlp demo | eval | convert | info``."""
+"""Command line: ``ase-mlp demo | eval | fit | convert | info``."""
 
 from __future__ import annotations
 
@@ -94,11 +94,43 @@ def cmd_demo(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    """Evaluate structures from any file ASE reads; print a table, optionally write extxyz."""
+    """Evaluate structures from any file ASE reads; print a table, optionally write extxyz.
+
+    With ``--data``, read labelled files (as ``ase-mlp fit`` does) and print the
+    error metrics table (RMSE/MAE, per group).
+    """
+    if args.structures is None and not args.data:
+        raise ValueError("give a structure file to evaluate, or labelled files with --data")
+    calc = _calculator(args.model, args.device, args.dtype)
+    if args.structures is not None:
+        _eval_structures(args, calc)
+    if args.data:
+        _eval_metrics(args, calc)
+    return 0
+
+
+def _eval_metrics(args, calc) -> None:
+    """Error metrics of ``calc`` on labelled data files, as ``ase-mlp fit`` prints them."""
+    import json
+
+    from ase_mlp.training.data import LabelSpec, read_frames
+    from ase_mlp.training.metrics import compute_metrics, format_table
+
+    spec = LabelSpec(stress_unit=args.stress_unit, stress_sign=args.stress_sign)
+    frames = read_frames(list(args.data), index=args.index, spec=spec)
+    metrics = compute_metrics(calc, frames, progress=not args.quiet)
+    name = pathlib.Path(args.data[0]).name if len(args.data) == 1 else "all"
+    print(format_table({name: metrics}, groups=True))
+    if args.metrics:
+        pathlib.Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n",
+                                              encoding="utf-8")
+        print(f"wrote {args.metrics}")
+
+
+def _eval_structures(args, calc) -> None:
     import numpy as np
     from ase.io import read, write
 
-    calc = _calculator(args.model, args.device, args.dtype)
     images = read(args.structures, index=args.index)
     if not isinstance(images, list):
         images = [images]
@@ -116,6 +148,15 @@ def cmd_eval(args) -> int:
             a.calc = SinglePointCalculator(a, **{k: v for k, v in r.items() if k != "stresses"})
         write(args.output, images)
         print(f"wrote {args.output}")
+
+
+def cmd_fit(args) -> int:
+    """Fit a model from a configuration file (see docs/training.md)."""
+    from ase_mlp.training.config import load_config
+    from ase_mlp.training.workflow import run_fit
+
+    config = load_config(args.config)
+    run_fit(config, resume=args.resume, progress=not args.quiet, plots=not args.no_plots)
     return 0
 
 
@@ -173,12 +214,33 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
 
-    e = sub.add_parser("eval", help="evaluate structures from a file (any format ASE reads)")
+    e = sub.add_parser("eval", help="evaluate structures from a file (any format ASE reads), "
+                       "or error metrics on labelled data (--data)")
     common(e)
-    e.add_argument("structures")
+    e.add_argument("structures", nargs="?", default=None,
+                   help="structures to evaluate (energies and forces table)")
     e.add_argument("--index", default=":", help="ASE index string (default ':' = all frames)")
     e.add_argument("-o", "--output", help="write structures with results (e.g. out.extxyz)")
+    e.add_argument("--data", nargs="+", default=[], metavar="PATH",
+                   help="labelled files (extxyz, ASE db, DeePMD dirs...): print RMSE/MAE of "
+                        "energy, forces and stress, overall and per group")
+    e.add_argument("--stress-unit", default="eV/A^3",
+                   help="unit of the stress labels in --data: eV/A^3 (default), GPa, kbar, bar")
+    e.add_argument("--stress-sign", default="ase", choices=["ase", "compressive"],
+                   help="sign of the stress labels in --data (compressive: VASP/LAMMPS)")
+    e.add_argument("--metrics", metavar="JSON", help="also write the --data metrics as JSON")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_eval)
+
+    f = sub.add_parser("fit", help="fit a model from a TOML/YAML configuration "
+                       "(see docs/training.md)")
+    f.add_argument("config", help="configuration file (.toml, .yaml/.yml, .json)")
+    f.add_argument("--resume", action="store_true",
+                   help="NN-SNAP: continue from <output>/checkpoint.pt")
+    f.add_argument("--no-plots", action="store_true", help="do not write parity/learning plots")
+    f.add_argument("--quiet", action="store_true", help="no progress bars or messages "
+                   "(the metrics table is still printed)")
+    f.set_defaults(func=cmd_fit)
 
     c = sub.add_parser("convert", help="convert model files (ours <-> LAMMPS SNAP / ML-IAP)")
     c.add_argument("--inputs", nargs="+", required=True)

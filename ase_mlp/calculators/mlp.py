@@ -101,7 +101,8 @@ class MLPCalculator(Calculator):
                                                                 dtype=self.dtype)
         self.model.eval()
         self.elements = list(self.model.elements)
-        self.committee = isinstance(self.model, Committee)
+        self.committee = isinstance(self.model, Committee) or getattr(
+            self.model, "has_committee", False)
         if self.committee:
             self.implemented_properties = list(type(self).implemented_properties) + [
                 "energy_std", "forces_std", "stress_std"]

@@ -1048,8 +1048,11 @@ def write_mliap(model, model_file, descriptor_file) -> None:
         coeffs = model.coefficients.detach().cpu().double().numpy()
         m += ["", "# nelements nparams", f"{len(model.elements)} {coeffs.shape[1]}"]
         for e, el in enumerate(model.elements):
-            m.append(f"# element {el}")
-            m += _coefficient_lines(model, coeffs[e])
+            # LAMMPS reads exactly nparams one-number lines per element (inline comments
+            # allowed): a comment-only line in between is "Wrong number of items"
+            lines = _coefficient_lines(model, coeffs[e])
+            lines[0] += f", element {el}"
+            m += lines
         _write(model_file, m)
         return
     sizes = [K] + list(model.hidden) + [1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ase_mlp.models.base import Model, register_model
+from ase_mlp.models.base import Model, assemble, register_model
 
 
 @register_model
@@ -46,3 +46,46 @@ class SumModel(Model):
             if g is not None:
                 grad = g if grad is None else grad + g
         return energies, grad
+
+    @property
+    def has_committee(self) -> bool:
+        from ase_mlp.models.committee import Committee
+
+        return any(isinstance(m, Committee) for m in self.models)
+
+    def forward(self, graph, forces: bool = True, stress: bool = True) -> dict:
+        """As :meth:`Model.forward`; with a Committee member, also its spread.
+
+        Fixed members (e.g. ZBL) add the same amount to every committee member,
+        so the spread (``energy_std``, ``forces_std``, ``virial_std``) is the
+        committee's own (several committees: variances add).
+        """
+        from ase_mlp.models.committee import Committee
+
+        if not self.has_committee:
+            return super().forward(graph, forces=forces, stress=stress)
+        vectors = graph.edge_vectors()
+        need = forces or stress
+        energies, grad = None, None
+        for m in self.models:
+            if isinstance(m, Committee):
+                continue
+            e, g = m.compute(graph, vectors, need)
+            energies = e if energies is None else energies + e
+            if g is not None:
+                grad = g if grad is None else grad + g
+        if energies is None:
+            out = None
+        else:
+            out = assemble(graph, vectors, energies, grad, forces=forces, stress=stress)
+        var = {}
+        for m in self.models:
+            if not isinstance(m, Committee):
+                continue
+            res = m.forward(graph, forces=forces, stress=stress)
+            for k in ("energy_std", "forces_std", "virial_std"):
+                if k in res:
+                    var[k] = var.get(k, 0) + res.pop(k) ** 2
+            out = res if out is None else {k: out[k] + res[k] for k in out}
+        out.update({k: v.sqrt() for k, v in var.items()})
+        return out

@@ -7,8 +7,14 @@ The entry point is :func:`fit`::
     train, val, test = split_frames(frames, (0.8, 0.1, 0.1), seed=0)
     model = fit(LinearSNAP(Bispectrum(["Ta"], twojmax=6, rcutfac=4.67637, radii=[0.5])),
                 train, val, energy_weight=1.0, force_weight=1.0)
+
+From a configuration file (``ase-mlp fit CONFIG``; see ``docs/training.md``)::
+
+    from ase_mlp.training import load_config, run_fit
+    result = run_fit(load_config("fit.toml"))
 """
 
+from ase_mlp.training.config import ConfigError, FitConfig, load_config, run_fit
 from ase_mlp.training.data import (
     DataError,
     Labels,
@@ -28,4 +34,5 @@ from ase_mlp.training.metrics import compute_metrics, format_table
 
 __all__ = ["fit", "read_frames", "read_deepmd", "split_frames", "validate_frames", "labels_of",
            "label", "LabelSpec", "Labels", "DataError", "reference_energies_from_isolated",
-           "FeatureCache", "FrameFeatures", "compute_features", "compute_metrics", "format_table"]
+           "FeatureCache", "FrameFeatures", "compute_features", "compute_metrics", "format_table",
+           "load_config", "run_fit", "FitConfig", "ConfigError"]

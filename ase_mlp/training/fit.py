@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import pathlib
 import time
 
 import numpy as np
@@ -82,7 +83,8 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
         Ridge strength (relative) for linear/quadratic SNAP; "auto" chooses it
         on ``validation`` (generalised cross-validation without one).
     committee : int, optional
-        Fit a committee of this many members instead (``Committee`` result);
+        Fit a committee of this many members instead (``Committee`` result; with
+        fixed terms such as ZBL each member is a ``SumModel(ZBL, fitted member)``);
         ``committee_method`` "bootstrap" (default for linear models) or "seed"
         (default for NN-SNAP: new initialisation and shuffling per member).
     cache, cache_dir : descriptor cache (in memory / on disk), reused across fits.
@@ -92,7 +94,8 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
         NN-SNAP only: ``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
         ``patience``, ``lr_patience``, ``lr_factor``, ``min_lr``, ``lbfgs_steps``,
         ``dtype`` (float32 allowed; the model is returned in float64),
-        ``checkpoint``, ``checkpoint_every``, ``resume``, ``log``.
+        ``checkpoint``, ``checkpoint_every``, ``resume``, ``log``. Committee member
+        ``k`` checkpoints to ``<stem>.member<k><suffix>`` next to ``checkpoint``.
     return_report : bool
         Also return a dict describing the fit (chosen regularisation, history...).
     """
@@ -133,6 +136,33 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
         validate_frames(validation, elements=model.elements, require=require,
                         name="validation", spec=labels)
 
+    # options checked before the descriptors are computed
+    if committee_method is not None and committee_method not in ("seed", "bootstrap"):
+        raise ValueError(f"committee_method must be 'seed' or 'bootstrap', got "
+                         f"{committee_method!r}")
+    if not is_nn and not (isinstance(regularization, str) and regularization == "auto"):
+        try:
+            ok = np.isfinite(float(regularization)) and float(regularization) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"regularization must be 'auto' or a finite number >= 0, got "
+                             f"{regularization!r}")
+    if element_force_weights is not None:
+        from ase_mlp.training.linear import element_weights
+
+        element_weights(element_force_weights, model.elements, [])
+    if reference_energies:
+        unknown_el = set(reference_energies) - set(model.elements)
+        if unknown_el:
+            raise ValueError(f"reference_energies name elements {sorted(unknown_el)} that the "
+                             f"model does not cover ({model.elements})")
+    if group_weights:
+        from ase_mlp.training.data import labels_of
+
+        group_table(group_weights, {labels_of(a, labels, index=k).group
+                                    for k, a in enumerate(train + (validation or []))})
+
     descriptor = (target.models[0] if isinstance(target, Committee) else target).descriptor
     if cache is None:
         cache = FeatureCache(cache_dir)
@@ -167,17 +197,25 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
             if method == "bootstrap":
                 pick = rng.integers(0, len(ftrain), size=len(ftrain))
                 data = [ftrain[p] for p in pick]
+            opts = nn_options
+            if nn_options.get("checkpoint") is not None:  # one checkpoint file per member
+                ck = pathlib.Path(nn_options["checkpoint"])
+                opts = {**nn_options, "checkpoint": ck.with_name(f"{ck.stem}.member{k}{ck.suffix}")}
             reports.append(_fit_one(member, data, fval, eref, common, element_force_weights,
-                                    regularization, seed + 1000 * k, progress, nn_options))
+                                    regularization, seed + 1000 * k, progress, opts))
         report = {"members": reports, "method": method}
     else:
         report = _fit_one(fitted, ftrain, fval, eref, common, element_force_weights,
                           regularization, seed, progress, nn_options)
-    if committee is not None:
-        if baseline is None:
-            model = fitted
-        else:
-            model.models[[k for k, m in enumerate(model.models) if m is target][0]] = fitted
+    if isinstance(fitted, Committee) and baseline is not None:
+        # A Committee result, each member the fixed terms plus one fitted member (in the
+        # SumModel's order): SumModel(ZBL, Committee) would predict the same mean but
+        # hide the spread (energy_std, forces_std) from MLPCalculator.
+        model = Committee(*[
+            SumModel(*[member if m is target else copy.deepcopy(m) for m in model.models])
+            for member in fitted.models])
+    elif committee is not None:
+        model = fitted
     report.update(descriptor_seconds=t_desc, seconds=time.perf_counter() - t0,
                   n_train=len(train), n_validation=len(validation or []))
     model.eval()
@@ -186,7 +224,13 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
 
 def apply_group_weights(group_weights: dict, frames) -> None:
     """Set ``kind_weights`` of every frame from ``{group: weights}``."""
-    known = {f.group for f in frames}
+    table = group_table(group_weights, {f.group for f in frames})
+    for f in frames:
+        f.kind_weights = table.get(f.group, (1.0, 1.0, 1.0))
+
+
+def group_table(group_weights: dict, known) -> dict:
+    """``{group: (w_energy, w_forces, w_stress)}``, checked against the ``known`` groups."""
     unknown = set(group_weights) - known
     if unknown:
         raise ValueError(f"group_weights names groups {sorted(unknown)} that no frame has "
@@ -205,8 +249,7 @@ def apply_group_weights(group_weights: dict, frames) -> None:
         if not all(np.isfinite(v) and v >= 0 for v in vals):
             raise ValueError(f"group_weights[{g!r}] must be finite and >= 0, got {vals}")
         table[g] = vals
-    for f in frames:
-        f.kind_weights = table.get(f.group, (1.0, 1.0, 1.0))
+    return table
 
 
 def _fit_one(member, ftrain, fval, eref, common, element_force_weights, regularization, seed,
