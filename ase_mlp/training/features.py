@@ -119,7 +119,7 @@ def _baseline_results(baseline, frames, dtype):
 def compute_features(descriptor, frames, *, elements=None, baseline=None,
                      reference_energies=None, cache=None, dtype=torch.float64,
                      batch_atoms: int = 2000, progress: bool = False,
-                     labels=None) -> list[FrameFeatures]:
+                     labels=None, store_dtype=None) -> list[FrameFeatures]:
     """Descriptors, descriptor gradients and baseline-subtracted labels of ``frames``.
 
     Parameters
@@ -136,6 +136,9 @@ def compute_features(descriptor, frames, *, elements=None, baseline=None,
     cache : FeatureCache, optional
     labels : LabelSpec, optional
         How to read labels from plain Atoms (default: calculator results, then info/arrays).
+    store_dtype : torch.dtype, optional
+        Precision in which descriptors and their gradients are kept (computed in
+        ``dtype``); ``torch.float32`` halves the memory of float32 NN training.
     """
     from ase_mlp.training.data import labels_of
 
@@ -152,7 +155,9 @@ def compute_features(descriptor, frames, *, elements=None, baseline=None,
                              f"model does not cover ({elements})")
         eref = np.array([float(reference_energies.get(e, 0.0)) for e in elements])
 
-    keys = [_frame_key(cfg, a) for a in frames]
+    store_dtype = dtype if store_dtype is None else store_dtype
+    keys = [_frame_key(cfg, a) + ("" if store_dtype == torch.float64 else f"-{store_dtype}")
+            for a in frames]
     todo = [k for k, key in enumerate(keys) if cache.get(key) is None]
     bar = None
     if progress and todo:
@@ -169,6 +174,8 @@ def compute_features(descriptor, frames, *, elements=None, baseline=None,
         chunk = [frames[k] for k in todo[start:stop]]
         for k, item in zip(todo[start:stop], _geometry(descriptor, chunk, elements, dtype),
                            strict=True):
+            for name in ("B", "rij", "J"):
+                item[name] = item[name].to(store_dtype)
             cache.put(keys[k], item)
         if bar is not None:
             bar.update(stop - start)
@@ -196,8 +203,8 @@ def compute_features(descriptor, frames, *, elements=None, baseline=None,
                 stress = stress - torch.as_tensor(b["stress"], dtype=dtype)
         vol = float(abs(np.linalg.det(atoms.cell.array))) if atoms.cell.rank == 3 else 0.0
         out.append(FrameFeatures(
-            species=species, B=geo["B"].to(dtype), ei=geo["ei"], ej=geo["ej"],
-            rij=geo["rij"].to(dtype), J=geo["J"].to(dtype), volume=vol, energy=energy,
+            species=species, B=geo["B"], ei=geo["ei"], ej=geo["ej"],
+            rij=geo["rij"], J=geo["J"], volume=vol, energy=energy,
             forces=forces, stress=stress if vol > 0 else None, weight=float(lab.weight),
             group=str(lab.group)))
     return out

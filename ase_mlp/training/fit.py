@@ -169,7 +169,9 @@ def fit(model: Model, train, validation=None, *, energy_weight: float = 1.0,
     eref = None
     if reference_energies:
         eref = np.array([float(reference_energies.get(e, 0.0)) for e in model.elements])
-    feats = dict(elements=model.elements, baseline=baseline,
+    # float32 NN training keeps its descriptor gradients in float32 (half the memory)
+    store = torch.float32 if is_nn and nn_options.get("dtype") == torch.float32 else None
+    feats = dict(elements=model.elements, baseline=baseline, store_dtype=store,
                  reference_energies=reference_energies, cache=cache, labels=labels,
                  progress=progress)
     ftrain = compute_features(descriptor, train, **feats)
