@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-import time
 from importlib.resources import files
 
 
 def default_model_path() -> pathlib.Path:
-    """The embedded default model (Ta06A SNAP + ZBL, see ``ase_mlp/data/README.md``)."""
-    return pathlib.Path(str(files("ase_mlp") / "data" / "Ta06A.pt"))
+    """The embedded default model: NN-SNAP for GaN (see ``ase_mlp/data/README.md``)."""
+    return pathlib.Path(str(files("ase_mlp") / "data" / "GaN_nnsnap.pt"))
 
 
 def _calculator(paths, device, dtype):
@@ -26,70 +25,21 @@ def _calculator(paths, device, dtype):
 
 
 def cmd_demo(args) -> int:
-    """Load the embedded model, evaluate, relax, run MD, and batch-evaluate."""
-    import numpy as np
-    from ase import units
-    from ase.build import bulk
-    from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
-    from ase.optimize import BFGS
-    from tqdm.auto import tqdm
+    """NPT MD of wurtzite GaN with the embedded NN-SNAP (or any GaN model)."""
+    from ase_mlp.workflows.demo import run_demo
 
-    rng = np.random.default_rng(args.seed)
     calc = _calculator(args.model, args.device, args.dtype)
-    print(f"model: {calc.model.__class__.__name__} for {calc.elements}, cutoff "
-          f"{calc.model.cutoff:.3f} Å, device {calc.device}, {calc.dtype}")
-
-    atoms = bulk("Ta", "bcc", a=3.30, cubic=True).repeat((args.size,) * 3)
-    atoms.calc = calc
-    t = time.perf_counter()
-    e = atoms.get_potential_energy()
-    f = atoms.get_forces()
-    s = atoms.get_stress()
-    print(f"bcc Ta, {len(atoms)} atoms: E = {e:.6f} eV ({e / len(atoms):.6f} eV/atom), "
-          f"max|F| = {np.abs(f).max():.2e} eV/Å, P = {-s[:3].mean() / units.GPa:.3f} GPa "
-          f"[{time.perf_counter() - t:.2f} s]")
-
-    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
-    opt = BFGS(atoms, logfile=None)
-    opt.run(fmax=args.fmax, steps=200)
-    print(f"relaxed a rattled cell in {opt.nsteps} BFGS steps: E = "
-          f"{atoms.get_potential_energy():.6f} eV, max|F| = {np.abs(atoms.get_forces()).max():.1e}")
-
-    MaxwellBoltzmannDistribution(atoms, temperature_K=2 * args.temperature, rng=rng)
-    md = Langevin(atoms, timestep=2 * units.fs, temperature_K=args.temperature,
-                  friction=0.02 / units.fs, rng=rng)
-    temps = []
-    with tqdm(total=args.steps, desc="Langevin MD", unit="step", disable=args.quiet) as bar:
-        def tick():  # ASE also calls observers before the first step
-            temps.append(atoms.get_temperature())
-            if md.nsteps > 0:
-                bar.update(1)
-        md.attach(tick, interval=1)
-        t = time.perf_counter()
-        md.run(args.steps)
-        dt = time.perf_counter() - t
-    print(f"MD: {args.steps} steps in {dt:.1f} s ({dt / max(args.steps, 1) * 1e3:.0f} ms/step), "
-          f"<T> over the last half = {np.mean(temps[len(temps) // 2:]):.0f} K "
-          f"(target {args.temperature:.0f} K)")
-
-    images = []
-    for k in range(16):
-        im = bulk("Ta", "bcc", a=3.30 + 0.01 * k, cubic=True).repeat((2, 2, 2))
-        im.positions += rng.normal(scale=0.05, size=im.positions.shape)
-        images.append(im)
-    t = time.perf_counter()
-    batch = calc.calculate_batch(images)
-    tb = time.perf_counter() - t
-    t = time.perf_counter()
-    single = []
-    for im in images:
-        im.calc = calc
-        single.append(im.get_potential_energy())
-    ts = time.perf_counter() - t
-    dev = max(abs(b["energy"] - s) for b, s in zip(batch, single, strict=False))
-    print(f"batch of {len(images)} structures: {tb * 1e3:.0f} ms in one call vs {ts * 1e3:.0f} ms "
-          f"one by one (max |ΔE| = {dev:.1e} eV)")
+    missing = {"Ga", "N"} - set(calc.elements)
+    if missing:
+        raise ValueError(f"the demo simulates GaN; the model covers {calc.elements} "
+                         f"(missing {sorted(missing)})")
+    if not args.quiet:
+        print(f"model: {calc.model.__class__.__name__} for {calc.elements}, cutoff "
+              f"{calc.model.cutoff:.3f} Å, device {calc.device}, {calc.dtype}")
+    run_demo(calc, repeat=tuple(args.repeat), temperature_K=args.temperature,
+             pressure_GPa=args.pressure, steps=args.steps, timestep_fs=args.timestep,
+             interval=args.interval, output=args.output, rng=args.seed, quiet=args.quiet,
+             plot=not args.no_plot, log=(lambda *a: None) if args.quiet else print)
     return 0
 
 
@@ -200,16 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp, model_nargs="*"):
         sp.add_argument("--model", nargs=model_nargs, default=[], metavar="PATH",
                         help="model file(s): ours, or a LAMMPS .snapcoeff/.snapparam or ML-IAP "
-                             "pair (default: the embedded Ta06A model)")
+                             "pair (default: the embedded GaN NN-SNAP)")
         sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
         sp.add_argument("--dtype", default="float64", choices=["float64", "float32"])
 
     d = sub.add_parser("demo", help="run the main job on the embedded default model")
     common(d)
-    d.add_argument("--size", type=int, default=4, help="bcc supercell repeat (4: 128 atoms)")
-    d.add_argument("--steps", type=int, default=50, help="MD steps")
+    d.add_argument("--repeat", type=int, nargs=3, default=[3, 2, 2], metavar=("NA", "NB", "NC"),
+                   help="supercell of the 8-atom orthohexagonal wurtzite cell (3 2 2: 96 atoms)")
+    d.add_argument("--steps", type=int, default=300, help="MD steps")
+    d.add_argument("--timestep", type=float, default=2.0, help="fs")
     d.add_argument("--temperature", type=float, default=300.0, help="K")
-    d.add_argument("--fmax", type=float, default=0.01, help="eV/Å for the relaxation")
+    d.add_argument("--pressure", type=float, default=0.0, help="GPa")
+    d.add_argument("--interval", type=int, default=10, help="steps between samples/frames")
+    d.add_argument("--output", default="ase_mlp_demo", help="directory for traj, csv, png")
+    d.add_argument("--no-plot", action="store_true")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)

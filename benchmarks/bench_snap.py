@@ -91,7 +91,8 @@ def _batch(threads, q):
     from ase.build import bulk
 
     from ase_mlp.calculators import MLPCalculator
-    from ase_mlp.cli import default_model_path
+    from ase_mlp.io.lammps import read_lammps_potential
+    from ase_mlp.io.lammps_runner import lammps_potentials_dir
 
     torch.set_num_threads(threads)
     rng = np.random.default_rng(1)
@@ -101,7 +102,8 @@ def _batch(threads, q):
         im.positions += rng.normal(scale=0.05, size=im.positions.shape)
         images.append(im)
     assert all(len(im) == 64 for im in images)
-    calc = MLPCalculator.from_file(default_model_path(), device="cpu")
+    calc = MLPCalculator(read_lammps_potential(lammps_potentials_dir() / "Ta06A.snap"),
+                         device="cpu")
     calc.calculate_batch(images[:2])
     t = time.perf_counter()
     res = calc.calculate_batch(images, properties=("energy", "forces"))

@@ -33,7 +33,7 @@ def md_frames(ref, rng, *, steps_between=40, n=4):
     """NVT frames of relaxed B4/B1 cells under the reference potential."""
     from ase import units
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
 
     from ase_mlp.workflows.phases import relax_at_pressure, rocksalt, wurtzite
 
@@ -44,9 +44,9 @@ def md_frames(ref, rng, *, steps_between=40, n=4):
             for T in (300.0, 1500.0):
                 atoms = relaxed.repeat((2, 2, 2) if name == "B1" else (2, 1, 2))
                 atoms.calc = ref
-                MaxwellBoltzmannDistribution(atoms, temperature_K=T, rng=rng)
+                thermalize_momenta(atoms, temperature_K=T, rng=rng)
                 md = Langevin(atoms, 1.0 * units.fs, temperature_K=T, friction=0.02 / units.fs,
-                              rng=rng)
+                              fixcm=False, rng=rng)
                 md.run(200)
                 for _ in range(n):
                     md.run(steps_between)
