@@ -7,6 +7,8 @@ Run by hand (not a test)::
 Cases (same structures, same thread count for both codes):
   * bcc Ta, 2 000 and 16 000 atoms, Ta06A (2J = 6)
   * bcc W/Be (50/50), 2 000 atoms, WBe_Wood_PRB2019 (2J = 8, two elements)
+  * GaN wurtzite, 1 920 atoms, the embedded NN-SNAP (chemflag, 2J = 4) vs the same model
+    exported with ``export_lammps`` to ``pair_style mliap model nn ... descriptor sna``
   * batched throughput: 64 structures of 64 atoms, one ``calculate_batch`` vs 64 calls
 
 Every measurement runs in a fresh subprocess, so the peak RSS reported is that
@@ -85,6 +87,55 @@ def _lammps(case, threads, repeats, q):
     lmp.close()
 
 
+def _gan_structure():
+    import numpy as np
+
+    from ase_mlp.workflows.phases import wurtzite
+
+    atoms = wurtzite(orthohexagonal=True).repeat((8, 5, 6))  # 1 920 atoms
+    atoms.positions += np.random.default_rng(0).normal(scale=0.03, size=atoms.positions.shape)
+    return atoms
+
+
+def _ours_gan(threads, repeats, q):
+    import torch
+
+    from ase_mlp.calculators import MLPCalculator
+    from ase_mlp.cli import default_model_path
+
+    torch.set_num_threads(threads)
+    calc = MLPCalculator.from_file(default_model_path(), device="cpu")
+    atoms = _gan_structure()
+    atoms.calc = calc
+    atoms.get_forces()
+    times = []
+    for _ in range(repeats):
+        calc.results.clear()
+        t = time.perf_counter()
+        atoms.get_potential_energy()
+        atoms.get_forces()
+        times.append(time.perf_counter() - t)
+    q.put({"t": min(times), "cold": times[0], "rss": _peak_mb(), "natoms": len(atoms)})
+
+
+def _lammps_gan(threads, repeats, q):
+    import tempfile
+
+    from ase_mlp.cli import default_model_path
+    from ase_mlp.io.export import export_lammps
+    from ase_mlp.io.lammps_runner import LammpsEvaluator
+    from ase_mlp.models import load
+
+    model = load(default_model_path())
+    with tempfile.TemporaryDirectory() as tmp:
+        cmds = export_lammps(model, tmp, "gan").commands(absolute=True)
+        lmp = LammpsEvaluator(cmds[0].split(None, 1)[1], cmds[1:], model.elements,
+                              threads=threads)
+        t = lmp.time_steps(_gan_structure(), repeats)
+        q.put({"t": t, "rss": _peak_mb()})
+        lmp.close()
+
+
 def _batch(threads, q):
     import numpy as np
     import torch
@@ -153,6 +204,15 @@ def main():
                      "rss_lammps_mb": lmp["rss"]})
         print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
               f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
+    lmp = _run(_lammps_gan, args.threads, args.repeats)
+    ours = _run(_ours_gan, args.threads, args.repeats)
+    case = "GaN NN-SNAP 1920 (embedded, mliap nn)"
+    ratio = lmp["t"] / ours["t"]
+    rows.append({"case": case, "lammps_s": lmp["t"], "ours_s": ours["t"],
+                 "ours_cold_s": ours["cold"], "ratio": ratio, "rss_ours_mb": ours["rss"],
+                 "rss_lammps_mb": lmp["rss"]})
+    print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
+          f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
     b = _run(_batch, args.threads)
     print(f"batched 64 x 64 atoms (Ta06A+ZBL): one call {b['batched']:.3f} s, 64 calls "
           f"{b['one_by_one']:.3f} s, speed-up {b['one_by_one'] / b['batched']:.1f}x, "
