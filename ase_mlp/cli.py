@@ -49,8 +49,18 @@ def cmd_eval(args) -> int:
     With ``--data``, read labelled files (as ``ase-mlp fit`` does) and print the
     error metrics table (RMSE/MAE, per group).
     """
+    inputs = list(args.inputs)
+    args.structures = None
+    if len(inputs) >= 2 and not args.model:  # ase-mlp eval MODEL DATA...
+        args.model = [inputs[0]]
+        args.data = list(args.data) + inputs[1:]
+    elif len(inputs) == 1:
+        args.structures = inputs[0]
+    elif len(inputs) > 1:
+        raise ValueError("with --model, give one structure file (or labelled files with --data)")
     if args.structures is None and not args.data:
-        raise ValueError("give a structure file to evaluate, or labelled files with --data")
+        raise ValueError("give a structure file to evaluate, MODEL DATA..., or labelled files "
+                         "with --data")
     calc = _calculator(args.model, args.device, args.dtype)
     if args.structures is not None:
         _eval_structures(args, calc)
@@ -172,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate structures from a file (any format ASE reads), "
                        "or error metrics on labelled data (--data)")
     common(e)
-    e.add_argument("structures", nargs="?", default=None,
-                   help="structures to evaluate (energies and forces table)")
+    e.add_argument("inputs", nargs="*", metavar="FILE",
+                   help="STRUCTURES: evaluate them (energies and forces table); or MODEL "
+                        "DATA...: error metrics of MODEL on the labelled DATA files")
     e.add_argument("--index", default=":", help="ASE index string (default ':' = all frames)")
     e.add_argument("-o", "--output", help="write structures with results (e.g. out.extxyz)")
     e.add_argument("--data", nargs="+", default=[], metavar="PATH",

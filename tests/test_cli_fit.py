@@ -272,3 +272,23 @@ def test_export_of_a_linear_committee_is_its_exact_mean(tmp_path):
     b = MLPCalculator(load_model(tmp_path / "c.lammps"), device="cpu").calculate_batch([atoms])[0]
     assert a["energy"] == pytest.approx(b["energy"], rel=1e-12)
     np.testing.assert_allclose(a["forces"], b["forces"], atol=1e-10)
+
+
+def test_eval_model_data_positional_form(tmp_path, capsys):
+    """``ase-mlp eval MODEL DATA`` (the issue's form) prints the metrics table."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import write
+
+    from ase_mlp.cli import default_model_path, main
+    from ase_mlp.workflows.phases import wurtzite
+
+    frames = []
+    for k in range(2):
+        a = wurtzite(orthohexagonal=True)
+        a.rattle(0.02, seed=k)
+        a.calc = SinglePointCalculator(a, energy=-36.0, forces=a.positions * 0.0)
+        frames.append(a)
+    write(tmp_path / "d.extxyz", frames)
+    assert main(["eval", str(default_model_path()), str(tmp_path / "d.extxyz"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "E rmse" in out and "F[Ga] rmse" in out

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from ase import units
 
 from ase_mlp.models.base import symbols_to_species
 from ase_mlp.neighbors import batch_neighbor_list
@@ -340,5 +339,3 @@ def predict(batch: Batch, atom_energy, create_graph: bool = False):
                         dim=1)
     return energy, forces, voigt
 
-
-GPA = units.GPa

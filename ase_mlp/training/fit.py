@@ -15,6 +15,7 @@ from ase_mlp.models.committee import Committee
 from ase_mlp.models.snap import NNSNAP, LinearSNAP, QuadraticSNAP
 from ase_mlp.models.sum import SumModel
 from ase_mlp.training.features import FeatureCache, compute_features
+from ase_mlp.training.nn import train_nn
 
 
 TRAINABLE = (LinearSNAP, QuadraticSNAP, NNSNAP, Committee)
@@ -43,8 +44,8 @@ def split_trainable(model: Model):
                     f"{[c.__name__ for c in TRAINABLE]} (alone or inside a SumModel)")
 
 
-_NN_OPTIONS = set(inspect.signature(__import__(
-    "ase_mlp.training.nn", fromlist=["train_nn"]).train_nn).parameters) - {
+#: keyword options of ``fit`` that go to the NN trainer
+_NN_OPTIONS = set(inspect.signature(train_nn).parameters) - {
     "model", "train", "validation", "energy_weight", "force_weight", "stress_weight",
     "element_w", "reference", "seed", "progress", "initialise"}
 
@@ -257,7 +258,6 @@ def group_table(group_weights: dict, known) -> dict:
 def _fit_one(member, ftrain, fval, eref, common, element_force_weights, regularization, seed,
              progress, nn_options):
     from ase_mlp.training.linear import element_weights, fit_linear
-    from ase_mlp.training.nn import train_nn
 
     if isinstance(member, NNSNAP):
         if member.activations[-1] != "linear":
