@@ -348,8 +348,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="N = 100 and 300, 2 NN epochs")
     ap.add_argument("--epochs", type=int, help="NN-SNAP epochs (default 5, quick 2)")
     ap.add_argument("--json", help="also write the results to this file")
+    ap.add_argument("--sizes", type=int, nargs="+", help="numbers of structures (overrides the "
+                    "default 1000 10000 / quick 100 300)")
     args = ap.parse_args()
-    sizes = N_QUICK if args.quick else N_FULL
+    sizes = args.sizes or (N_QUICK if args.quick else N_FULL)
     epochs = args.epochs or (2 if args.quick else 5)
     n_check = 3
 
