@@ -118,16 +118,14 @@ def run_demo(calc, *, repeat=(3, 2, 2), temperature_K=300.0, pressure_GPa=0.0, s
 
 
 def _plot(data, path, T0, P0, log):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    try:  # the object API: no pyplot state, no global backend change
+        from matplotlib.figure import Figure
     except ImportError:
         log("matplotlib is not installed: no plot (pip install matplotlib)")
         return None
     t = data[:, 0] / 1000.0
-    fig, ax = plt.subplots(2, 2, figsize=(9, 6), sharex=True)
+    fig = Figure(figsize=(9, 6))
+    ax = fig.subplots(2, 2, sharex=True)
     ax[0, 0].plot(t, data[:, 1])
     ax[0, 0].axhline(T0, color="k", lw=0.8, ls="--")
     ax[0, 0].set_ylabel("temperature (K)")
@@ -145,6 +143,5 @@ def _plot(data, path, T0, P0, log):
     fig.suptitle("ase-mlp demo: GaN NPT MD")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     log(f"wrote {path}")
     return str(path)
