@@ -1,1 +1,36 @@
-"""ase_mlp.workflows (see the issues tracker for planned content)."""
+"""ase_mlp.workflows: calculator-agnostic materials workflows.
+
+* :mod:`~ase_mlp.workflows.phases`: AB crystal phases, fixed-pressure relaxation, enthalpies.
+* :mod:`~ase_mlp.workflows.elastic`: batched evaluation, equation of state, elastic constants.
+"""
+
+from ase_mlp.workflows.elastic import (
+    elastic_constants,
+    equation_of_state,
+    evaluate_many,
+    voigt_strain_tensor,
+)
+from ase_mlp.workflows.phases import (
+    enthalpy_per_atom,
+    phase_enthalpies,
+    relax_at_pressure,
+    rocksalt,
+    wurtzite,
+    wurtzite_parameters,
+    zincblende,
+)
+
+
+__all__ = [
+    "elastic_constants",
+    "enthalpy_per_atom",
+    "equation_of_state",
+    "evaluate_many",
+    "phase_enthalpies",
+    "relax_at_pressure",
+    "rocksalt",
+    "voigt_strain_tensor",
+    "wurtzite",
+    "wurtzite_parameters",
+    "zincblende",
+]
