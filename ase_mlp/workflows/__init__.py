@@ -2,6 +2,7 @@
 
 * :mod:`~ase_mlp.workflows.phases`: AB crystal phases, fixed-pressure relaxation, enthalpies.
 * :mod:`~ase_mlp.workflows.elastic`: batched evaluation, equation of state, elastic constants.
+* :mod:`~ase_mlp.workflows.phonons`: phonopy finite-displacement phonons (batched forces).
 """
 
 from ase_mlp.workflows.elastic import (
@@ -19,6 +20,7 @@ from ase_mlp.workflows.phases import (
     wurtzite_parameters,
     zincblende,
 )
+from ase_mlp.workflows.phonons import phonon_summary, phonons
 
 
 __all__ = [
@@ -27,6 +29,8 @@ __all__ = [
     "equation_of_state",
     "evaluate_many",
     "phase_enthalpies",
+    "phonon_summary",
+    "phonons",
     "relax_at_pressure",
     "rocksalt",
     "voigt_strain_tensor",
