@@ -2,6 +2,7 @@
 
 * :mod:`~ase_mlp.workflows.phases`: AB crystal phases, fixed-pressure relaxation, enthalpies.
 * :mod:`~ase_mlp.workflows.elastic`: batched evaluation, equation of state, elastic constants.
+* :mod:`~ase_mlp.workflows.neb`: nudged elastic band with batched image evaluation.
 * :mod:`~ase_mlp.workflows.phonons`: phonopy finite-displacement phonons (batched forces).
 """
 
@@ -11,6 +12,7 @@ from ase_mlp.workflows.elastic import (
     evaluate_many,
     voigt_strain_tensor,
 )
+from ase_mlp.workflows.neb import BatchedNEB, run_neb
 from ase_mlp.workflows.phases import (
     enthalpy_per_atom,
     phase_enthalpies,
@@ -24,6 +26,7 @@ from ase_mlp.workflows.phonons import phonon_summary, phonons
 
 
 __all__ = [
+    "BatchedNEB",
     "elastic_constants",
     "enthalpy_per_atom",
     "equation_of_state",
@@ -33,6 +36,7 @@ __all__ = [
     "phonons",
     "relax_at_pressure",
     "rocksalt",
+    "run_neb",
     "voigt_strain_tensor",
     "wurtzite",
     "wurtzite_parameters",
