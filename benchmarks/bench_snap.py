@@ -181,6 +181,15 @@ def _run(target, *args):
     return out
 
 
+def _report(case, lmp, ours) -> dict:
+    """Print one table row and return it as a dict (ratio = t_LAMMPS / t_ours)."""
+    ratio = lmp["t"] / ours["t"]
+    print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
+          f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
+    return {"case": case, "lammps_s": lmp["t"], "ours_s": ours["t"], "ours_cold_s": ours["cold"],
+            "ratio": ratio, "rss_ours_mb": ours["rss"], "rss_lammps_mb": lmp["rss"]}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
@@ -198,21 +207,10 @@ def main():
             continue
         lmp = _run(_lammps, case, args.threads, args.repeats)
         ours = _run(_ours, case, args.threads, args.repeats)
-        ratio = lmp["t"] / ours["t"]
-        rows.append({"case": case, "lammps_s": lmp["t"], "ours_s": ours["t"],
-                     "ours_cold_s": ours["cold"], "ratio": ratio, "rss_ours_mb": ours["rss"],
-                     "rss_lammps_mb": lmp["rss"]})
-        print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
-              f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
-    lmp = _run(_lammps_gan, args.threads, args.repeats)
-    ours = _run(_ours_gan, args.threads, args.repeats)
-    case = "GaN NN-SNAP 1920 (embedded, mliap nn)"
-    ratio = lmp["t"] / ours["t"]
-    rows.append({"case": case, "lammps_s": lmp["t"], "ours_s": ours["t"],
-                 "ours_cold_s": ours["cold"], "ratio": ratio, "rss_ours_mb": ours["rss"],
-                 "rss_lammps_mb": lmp["rss"]})
-    print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
-          f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
+        rows.append(_report(case, lmp, ours))
+    rows.append(_report("GaN NN-SNAP 1920 (embedded, mliap nn)",
+                        _run(_lammps_gan, args.threads, args.repeats),
+                        _run(_ours_gan, args.threads, args.repeats)))
     b = _run(_batch, args.threads)
     print(f"batched 64 x 64 atoms (Ta06A+ZBL): one call {b['batched']:.3f} s, 64 calls "
           f"{b['one_by_one']:.3f} s, speed-up {b['one_by_one'] / b['batched']:.1f}x, "

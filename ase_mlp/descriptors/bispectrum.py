@@ -575,23 +575,24 @@ class Bispectrum(torch.nn.Module):
             self._layer_cache[key] = layers
         return self._layer_cache[key]
 
-    def _edge_tangent(self, rij, r, rcut):
-        """Wigner matrices of a chunk of edges on the half set and their gradients.
+    def _cayley_klein(self, rij, r, rcut):
+        """``conj(a)``, ``conj(b)`` of the Cayley-Klein parameters of every edge.
 
-        Forward (tangent) mode of the recursion in :meth:`_edge_kernel`: returns
-        ``(u_re, u_im, du_re, du_im)`` of shapes ``(H, P)`` and ``(3, H, P)``
-        with ``du[d] = du / d r_ij[d]`` (without the cutoff function).
+        ``a = (z0 - i z)/r0``, ``b = (y - i x)/r0`` with ``z0 = r cot(theta0)``;
+        returns the real and imaginary parts ``(car, cai, cbr, cbi)`` and the
+        intermediates ``(z0, r0inv, rscale0)`` the derivatives need.
         """
-        dtype = rij.dtype
-        P = rij.shape[0]
-        dev = rij.device
         x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
         rscale0 = self.rfac0 * math.pi / (rcut - self.rmin0)
         theta0 = (r - self.rmin0) * rscale0
         z0 = r * torch.cos(theta0) / torch.sin(theta0)
         r0inv = 1.0 / torch.sqrt(r * r + z0 * z0)
-        car, cai = z0 * r0inv, z * r0inv
-        cbr, cbi = y * r0inv, x * r0inv
+        return (z0 * r0inv, z * r0inv, y * r0inv, x * r0inv), (z0, r0inv, rscale0)
+
+    @staticmethod
+    def _cayley_klein_grad(rij, r, z0, r0inv, rscale0):
+        """``d/dr_ij`` of ``(car, cai, cbr, cbi)``, each of shape ``(3, P)``."""
+        x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
         rsq = r * r
         dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
         unit = (rij / r.unsqueeze(1)).transpose(0, 1)  # (3, P)
@@ -603,6 +604,20 @@ class Bispectrum(torch.nn.Module):
         dcbr[1] += r0inv
         dcbi = x * dr0inv
         dcbi[0] += r0inv
+        return dcar, dcai, dcbr, dcbi
+
+    def _edge_tangent(self, rij, r, rcut):
+        """Wigner matrices of a chunk of edges on the half set and their gradients.
+
+        Forward (tangent) mode of the recursion in :meth:`_edge_kernel`: returns
+        ``(u_re, u_im, du_re, du_im)`` of shapes ``(H, P)`` and ``(3, H, P)``
+        with ``du[d] = du / d r_ij[d]`` (without the cutoff function).
+        """
+        dtype = rij.dtype
+        P = rij.shape[0]
+        dev = rij.device
+        (car, cai, cbr, cbi), inter = self._cayley_klein(rij, r, rcut)
+        dcar, dcai, dcbr, dcbi = self._cayley_klein_grad(rij, r, *inter)
         # broadcast shapes (3, 1, 1, P) against tangents (3, h+1, j, P)
         dcar, dcai, dcbr, dcbi = (v.view(3, 1, 1, P) for v in (dcar, dcai, dcbr, dcbi))
         H = int(self.tables.layer_sizes.sum())
@@ -658,14 +673,8 @@ class Bispectrum(torch.nn.Module):
         dtype = rij.dtype
         P = rij.shape[0]
         dev = rij.device
-        x, y, z = rij[:, 0], rij[:, 1], rij[:, 2]
-        rscale0 = self.rfac0 * math.pi / (rcut - self.rmin0)
-        theta0 = (r - self.rmin0) * rscale0
-        z0 = r * torch.cos(theta0) / torch.sin(theta0)
-        r0inv = 1.0 / torch.sqrt(r * r + z0 * z0)
         # conj(a), conj(b) of the Cayley-Klein parameters a = (z0 - i z)/r0, b = (y - i x)/r0
-        car, cai = z0 * r0inv, z * r0inv
-        cbr, cbi = y * r0inv, x * r0inv
+        (car, cai, cbr, cbi), inter = self._cayley_klein(rij, r, rcut)
         grad = Y is not None
         layers = self._layers(dtype, dev)
         if grad:
@@ -737,19 +746,7 @@ class Bispectrum(torch.nn.Module):
                 Gr_next = car * Gar + cai * Gai - (cbr * Gbr + cbi * Gbi)
                 Gi_next = car * Gai - cai * Gar - (cbr * Gbi - cbi * Gbr)
 
-        # ---- chain to r through conj(a), conj(b) -------------------------------
-        rsq = r * r
-        dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq
-        unit = (rij / r.unsqueeze(1)).transpose(0, 1)  # (3, P)
-        dr0inv = -(r0inv ** 3) * (r + z0 * dz0dr) * unit
-        dz0 = dz0dr * unit
-        da_r = dz0 * r0inv + z0 * dr0inv
-        da_i = -z * dr0inv
-        da_i[2] -= r0inv
-        db_r = y * dr0inv
-        db_i = -x * dr0inv
-        db_i[0] -= r0inv
-        db_r[1] += r0inv
-        # d conj(a)/dr = da_r - i da_i ; L gradient = Re(conj(G_ca) d conj(a)/dr) + (b)
-        gd = gca_r * da_r - gca_i * da_i + gcb_r * db_r - gcb_i * db_i
+        # ---- chain to r through conj(a), conj(b): dL/dr = sum G . d(conj a, conj b)/dr
+        dcar, dcai, dcbr, dcbi = self._cayley_klein_grad(rij, r, *inter)
+        gd = gca_r * dcar + gca_i * dcai + gcb_r * dcbr + gcb_i * dcbi
         return gd, gu

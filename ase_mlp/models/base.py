@@ -87,6 +87,41 @@ class Model(torch.nn.Module):
         return f"elements={self.elements}, cutoff={self.cutoff:.4f}"
 
 
+class CompositeModel(Model):
+    """A model made of member models of one element list (sums, committees).
+
+    Subclasses set ``min_members`` and the ``member_name`` used in messages and
+    implement :meth:`compute`; saving stores the members (no config of its own).
+    """
+
+    min_members: ClassVar[int] = 1
+    member_name: ClassVar[str] = "composite"
+
+    def __init__(self, *models: Model):
+        super().__init__()
+        if len(models) == 1 and isinstance(models[0], (list, tuple)):
+            models = tuple(models[0])
+        if len(models) < self.min_members:
+            raise ValueError(self._too_few(len(models)))
+        elements = list(models[0].elements)
+        for m in models[1:]:
+            if list(m.elements) != elements:
+                raise ValueError(
+                    f"{self.member_name} members must share one element list; got {elements} "
+                    f"and {list(m.elements)}")
+        self.elements = elements
+        self.models = torch.nn.ModuleList(models)
+
+    def _too_few(self, n: int) -> str:
+        return f"{type(self).__name__} needs at least {self.min_members} member(s), got {n}"
+
+    def pair_cutoffs(self) -> np.ndarray:
+        return np.maximum.reduce([m.pair_cutoffs() for m in self.models])
+
+    def config(self) -> dict:
+        return {}
+
+
 def assemble(
     graph: Graph,
     vectors: torch.Tensor,
@@ -150,5 +185,5 @@ def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:
     return out
 
 
-__all__ = ["Model", "MODEL_REGISTRY", "register_model", "edges_within", "assemble",
-           "symbols_to_species", "check_elements"]
+__all__ = ["Model", "CompositeModel", "MODEL_REGISTRY", "register_model", "edges_within",
+           "assemble", "symbols_to_species", "check_elements"]

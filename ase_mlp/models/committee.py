@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from ase_mlp.models.base import Model, assemble, register_model
+from ase_mlp.models.base import CompositeModel, assemble, register_model
 
 
 @register_model
-class Committee(Model):
+class Committee(CompositeModel):
     """N models of the same elements evaluated together.
 
     As a plain :class:`Model` it predicts the committee mean. :meth:`forward`
@@ -19,28 +18,14 @@ class Committee(Model):
     deviations use ``1/N`` (population), like DP-GEN's model deviation.
     """
 
-    def __init__(self, *models: Model):
-        super().__init__()
-        if len(models) == 1 and isinstance(models[0], (list, tuple)):
-            models = tuple(models[0])
-        if len(models) < 2:
-            raise ValueError(f"a committee needs at least two members, got {len(models)}")
-        elements = list(models[0].elements)
-        for m in models[1:]:
-            if list(m.elements) != elements:
-                raise ValueError(f"committee members must share one element list; got "
-                                 f"{elements} and {list(m.elements)}")
-        self.elements = elements
-        self.models = torch.nn.ModuleList(models)
+    min_members = 2
+    member_name = "committee"
+
+    def _too_few(self, n: int) -> str:
+        return f"a committee needs at least two members, got {n}"
 
     def __len__(self):
         return len(self.models)
-
-    def pair_cutoffs(self) -> np.ndarray:
-        return np.maximum.reduce([m.pair_cutoffs() for m in self.models])
-
-    def config(self) -> dict:
-        return {}
 
     def compute(self, graph, vectors, need_gradient):
         energies, grad = None, None

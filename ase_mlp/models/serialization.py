@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ase_mlp._version import __version__
-from ase_mlp.models.base import MODEL_REGISTRY, Model
+from ase_mlp.models.base import MODEL_REGISTRY, CompositeModel, Model
 
 
 FORMAT = "ase_mlp-model"
@@ -30,21 +30,9 @@ class ModelFormatError(ValueError):
     """A saved model file is malformed; the message names the file and the key."""
 
 
-#: models made of member models, saved as a list of members
-_COMPOSITES = ("SumModel", "Committee")
-
-
-def _composite(name):
-    from ase_mlp.models.committee import Committee
-    from ase_mlp.models.sum import SumModel
-
-    return {"SumModel": SumModel, "Committee": Committee}[name]
-
-
 def _to_dict(model: Model) -> dict:
-    name = type(model).__name__
-    if name in _COMPOSITES:
-        return {"class": name, "config": {}, "state": {},
+    if isinstance(model, CompositeModel):  # saved as its list of members
+        return {"class": type(model).__name__, "config": {}, "state": {},
                 "members": [_to_dict(m) for m in model.models]}
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return {"class": type(model).__name__, "config": model.config(), "state": state}
@@ -74,18 +62,18 @@ def _require(d: dict, key: str, where: str, path):
 
 def _from_dict(d: dict, path, where="model") -> Model:
     cls_name = _require(d, "class", where, path)
-    if cls_name in _COMPOSITES:
+    cls = MODEL_REGISTRY.get(cls_name)
+    if cls is not None and issubclass(cls, CompositeModel):
         members = _require(d, "members", where, path)
         if not isinstance(members, list) or not members:
             raise ModelFormatError(f"{path}: '{where}.members' must be a non-empty list")
         try:
-            return _composite(cls_name)(*[_from_dict(m, path, f"{where}.members[{k}]")
-                                          for k, m in enumerate(members)])
+            return cls(*[_from_dict(m, path, f"{where}.members[{k}]")
+                         for k, m in enumerate(members)])
         except (TypeError, ValueError) as err:
             if isinstance(err, ModelFormatError):
                 raise
             raise ModelFormatError(f"{path}: invalid '{where}' ({cls_name}): {err}") from err
-    cls = MODEL_REGISTRY.get(cls_name)
     if cls is None:
         raise ModelFormatError(
             f"{path}: unknown model class {cls_name!r} in key '{where}.class' "

@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import numpy as np
-import torch
-
-from ase_mlp.models.base import Model, assemble, register_model
+from ase_mlp.models.base import CompositeModel, assemble, register_model
+from ase_mlp.models.committee import Committee
 
 
 @register_model
-class SumModel(Model):
+class SumModel(CompositeModel):
     """Energies and forces of several models added up, on one shared graph.
 
     All members must use the same element list (same order). The graph is
     built once with the largest cutoffs; each member selects its own edges.
     """
 
-    def __init__(self, *models: Model):
-        super().__init__()
-        if len(models) == 1 and isinstance(models[0], (list, tuple)):
-            models = tuple(models[0])
-        if not models:
-            raise ValueError("SumModel needs at least one model")
-        elements = list(models[0].elements)
-        for m in models[1:]:
-            if list(m.elements) != elements:
-                raise ValueError(
-                    f"SumModel members must share one element list; got {elements} and "
-                    f"{list(m.elements)}"
-                )
-        self.elements = elements
-        self.models = torch.nn.ModuleList(models)
+    min_members = 1
+    member_name = "SumModel"
 
-    def pair_cutoffs(self) -> np.ndarray:
-        return np.maximum.reduce([m.pair_cutoffs() for m in self.models])
-
-    def config(self) -> dict:
-        return {}
+    def _too_few(self, n: int) -> str:
+        return "SumModel needs at least one model"
 
     def compute(self, graph, vectors, need_gradient):
         energies, grad = None, None
@@ -49,8 +31,6 @@ class SumModel(Model):
 
     @property
     def has_committee(self) -> bool:
-        from ase_mlp.models.committee import Committee
-
         return any(isinstance(m, Committee) for m in self.models)
 
     def forward(self, graph, forces: bool = True, stress: bool = True) -> dict:
@@ -60,8 +40,6 @@ class SumModel(Model):
         so the spread (``energy_std``, ``forces_std``, ``virial_std``) is the
         committee's own (several committees: variances add).
         """
-        from ase_mlp.models.committee import Committee
-
         if not self.has_committee:
             return super().forward(graph, forces=forces, stress=stress)
         vectors = graph.edge_vectors()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pathlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -49,14 +49,10 @@ class FrameFeatures:
     group: str = "default"
     #: multipliers of the energy, force and stress rows (group weights)
     kind_weights: tuple = (1.0, 1.0, 1.0)
-    extra: dict = field(default_factory=dict)
 
     @property
     def n_atoms(self) -> int:
         return int(self.species.shape[0])
-
-    def counts(self, n_elements: int) -> torch.Tensor:
-        return torch.bincount(self.species, minlength=n_elements).to(self.B.dtype)
 
 
 def _frame_key(descriptor_config: dict, atoms) -> str:

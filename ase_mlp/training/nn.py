@@ -289,8 +289,7 @@ def train_nn(model, train: list[FrameFeatures], validation: list[FrameFeatures] 
     opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     val_batch = collate(validation).to(dtype) if validation else None
 
-    state = {"epoch": 0, "best": math.inf, "best_state": None, "bad": 0, "history": [],
-             "lr": lr}
+    state = {"epoch": 0, "best": math.inf, "best_state": None, "bad": 0, "history": []}
     ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
     if optimizer == "adam" and resume and ckpt is not None and ckpt.exists():
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)

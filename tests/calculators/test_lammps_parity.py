@@ -142,36 +142,13 @@ def test_mliap_matches_lammps(name, rng):
 def test_zbl_hybrid_overlay_matches_lammps(wrapper, elements, lattice, a, rng):
     """`hybrid/overlay zbl ... snap` definitions, with close contacts inside the ZBL range."""
     from ase_mlp.io.lammps import read_lammps_potential
-    from ase_mlp.io.lammps_runner import LammpsEvaluator
+    from ase_mlp.io.lammps_runner import LammpsEvaluator, wrapper_definition
 
     P = lammps_potentials_dir()
     model = read_lammps_potential(P / wrapper)
     calc = MLPCalculator(model, device="cpu")
     # the LAMMPS definition: the wrapper's own lines, with its variables substituted
-    text = (P / wrapper).read_text()
-    lines = []
-    variables = {}
-    for raw in text.replace("&\n", " ").splitlines():
-        words = raw.split("#")[0].split()
-        if not words:
-            continue
-        if words[0] == "variable":
-            variables[words[1]] = words[3]
-            continue
-        line = " ".join(words)
-        for k, v in variables.items():
-            line = line.replace("${" + k + "}", v)
-        lines.append(line)
-    style = next(ln for ln in lines if ln.startswith("pair_style")).split(None, 1)[1]
-    coeffs = []
-    for ln in lines:
-        if ln.startswith("pair_coeff"):
-            w = ln.split()
-            if "snap" in w:
-                k = w.index("snap")
-                w[k + 1] = str(P / w[k + 1])
-                w[k + 2] = str(P / w[k + 2])
-            coeffs.append(" ".join(w))
+    style, coeffs = wrapper_definition(P / wrapper)
     lmp = LammpsEvaluator(style, coeffs, elements)
     try:
         for _label, atoms in structures(lattice, a, elements, rng).items():

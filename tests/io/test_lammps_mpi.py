@@ -13,7 +13,7 @@ import pytest
 from ase.build import bulk
 
 from ase_mlp.io.lammps_mpi import evaluate_mpi, mpi_available
-from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir
+from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir, wrapper_definition
 
 
 pytestmark = [
@@ -81,34 +81,6 @@ def check(calc, lammps_def, elements, atoms):
     ours = calc.calculate_batch([atoms], properties=("energy", "forces", "stress"))[0]
     compare(ours, mpi, len(atoms))
     return mpi
-
-
-def wrapper_definition(path):
-    """``(pair_style, pair_coeffs)`` of a LAMMPS potential wrapper file (variables substituted)."""
-    P = path.parent
-    lines, variables = [], {}
-    for raw in path.read_text().replace("&\n", " ").splitlines():
-        words = raw.split("#")[0].split()
-        if not words:
-            continue
-        if words[0] == "variable":
-            variables[words[1]] = words[3]
-            continue
-        line = " ".join(words)
-        for k, v in variables.items():
-            line = line.replace("${" + k + "}", v)
-        lines.append(line)
-    style = next(ln for ln in lines if ln.startswith("pair_style")).split(None, 1)[1]
-    coeffs = []
-    for ln in lines:
-        if ln.startswith("pair_coeff"):
-            w = ln.split()
-            if "snap" in w:
-                k = w.index("snap")
-                w[k + 1], w[k + 2] = str(P / w[k + 1]), str(P / w[k + 2])
-            coeffs.append(" ".join(w))
-    return style, coeffs
-
 
 @pytest.fixture(scope="module")
 def P():

@@ -32,14 +32,6 @@ TA06A_DESCRIPTOR = dict(twojmax=6, rcutfac=4.67637, radii=[0.5], rfac0=0.99363, 
 TA4 = {**TA06A_DESCRIPTOR, "twojmax": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ta_split():
     paths = sorted(TA.glob("*.xyz"))

@@ -37,14 +37,6 @@ TA = dict(rcutfac=4.67637, radii=[0.5], rfac0=0.99363, bzeroflag=False)
 SHEAR = np.array([[1.0, 0.05, -0.03], [0.02, 0.98, 0.04], [-0.01, 0.03, 1.02]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def rattled(atoms, rng, scale=0.1, shear=True):
     atoms = atoms.copy()
     if shear:

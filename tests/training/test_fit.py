@@ -29,14 +29,6 @@ from ase_mlp.training import DataError, compute_metrics, fit
 TA06A_DESCRIPTOR = dict(twojmax=6, rcutfac=4.67637, radii=[0.5], rfac0=0.99363, bzeroflag=False)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------ helpers
 def a15(symbol, a):
     """A15 (Cr3Si-type) cell of one element, 8 atoms."""
