@@ -1,4 +1,4 @@
-"""Command line: ``ase-mlp demo | eval | fit | convert | info``."""
+"""Command line: ``ase-mlp demo | eval | fit | phonons | neb | elastic | convert | info``."""
 
 from __future__ import annotations
 
@@ -120,6 +120,203 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _read_structure(path, index=-1):
+    from ase.io import read
+
+    atoms = read(path, index=index)
+    if len(atoms) == 0:
+        raise ValueError(f"{path}: no atoms")
+    return atoms
+
+
+def _outdir(path) -> pathlib.Path:
+    out = pathlib.Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _relaxed(atoms, calc, args, say):
+    """Relax positions and cell (FrechetCellFilter, BFGS) when ``--relax`` is given."""
+    if not args.relax:
+        return atoms
+    from ase_mlp.workflows.phases import relax_at_pressure
+
+    relaxed = relax_at_pressure(atoms, calc, args.pressure, fmax=args.fmax_relax)
+    say(f"relaxed at {args.pressure} GPa: volume {atoms.get_volume() / len(atoms):.4f} -> "
+        f"{relaxed.get_volume() / len(atoms):.4f} Å^3/atom")
+    relaxed.calc = None
+    return relaxed
+
+
+def cmd_phonons(args) -> int:
+    """Phonons by finite displacements (phonopy), displaced supercells in batched calls."""
+    import numpy as np
+
+    from ase_mlp.workflows.phonons import compute_forces, phonon_summary, phonons
+
+    say = (lambda *a: None) if args.quiet else print
+    calc = _calculator(args.model, args.device, args.dtype)
+    if args.phonopy:  # the phonopy CLI route: phonopy -d ... ; ase-mlp phonons --phonopy
+        import phonopy
+        from phonopy.file_IO import write_FORCE_SETS
+
+        phonon = phonopy.load(args.phonopy, produce_fc=False, log_level=0)
+        forces = compute_forces(phonon, calc, batch_size=args.batch_size)
+        target = pathlib.Path(args.phonopy).with_name("FORCE_SETS")
+        if args.output:
+            target = _outdir(args.output) / "FORCE_SETS"
+        write_FORCE_SETS(phonon.dataset, filename=str(target))
+        say(f"{len(forces)} displaced supercells of {forces.shape[1]} atoms evaluated; "
+            f"wrote {target} (continue with the phonopy CLI)")
+        return 0
+    if not args.structure:
+        raise ValueError("give a structure file (or --phonopy phonopy_disp.yaml)")
+    if not args.supercell:
+        raise ValueError("give --supercell (3 integers or 9 for a matrix)")
+    if len(args.supercell) not in (1, 3, 9):
+        raise ValueError(f"--supercell takes 1, 3 or 9 integers, got {len(args.supercell)}")
+    smat = args.supercell[0] if len(args.supercell) == 1 else (
+        np.reshape(args.supercell, (3, 3)) if len(args.supercell) == 9 else args.supercell)
+    atoms = _relaxed(_read_structure(args.structure), calc, args, say)
+    out = _outdir(args.output or "phonons")
+    phonon = phonons(atoms, calc, smat, distance=args.distance, batch_size=args.batch_size)
+    phonon.save(str(out / "phonopy_params.yaml"))
+    summary = phonon_summary(phonon, mesh=args.mesh, temperatures=args.temperatures,
+                             plot=None if args.no_plot else out / "phonons.png")
+    rows = zip(summary["temperatures"], summary["free_energy"], summary["entropy"],
+               summary["heat_capacity"], strict=True)
+    with open(out / "thermal.csv", "w", encoding="utf-8") as fh:
+        fh.write("T_K,free_energy_eV,entropy_eV_per_K,heat_capacity_eV_per_K\n")
+        fh.writelines(f"{t:g},{f:.10g},{s:.10g},{c:.10g}\n" for t, f, s, c in rows)
+    n = summary["n_atoms_primitive"]
+    say(f"{len(phonon.displacements)} displacements, supercell of {len(phonon.supercell)} "
+        f"atoms; primitive cell of {n} atoms")
+    say(f"frequencies on the mesh: {summary['min_frequency']:.4f} .. "
+        f"{summary['max_frequency']:.4f} THz")
+    if summary["min_frequency"] < -0.05:
+        say("warning: imaginary modes (negative frequencies): the structure is not a "
+            "minimum or the supercell is too small")
+    say(f"zero-point energy: {summary['zero_point_energy']:.6f} eV per primitive cell "
+        f"({summary['zero_point_energy'] / n * 1000:.3f} meV/atom)")
+    say(f"{'T (K)':>8} {'F (eV)':>12} {'S (meV/K)':>10} {'Cv (meV/K)':>10}")
+    for t, f, s, c in zip(summary["temperatures"], summary["free_energy"], summary["entropy"],
+                          summary["heat_capacity"], strict=True):
+        say(f"{t:8.1f} {f:12.6f} {s * 1e3:10.5f} {c * 1e3:10.5f}")
+    say(f"wrote {out / 'phonopy_params.yaml'}, {out / 'thermal.csv'}"
+        + ("" if args.no_plot else f", {out / 'phonons.png'}"))
+    return 0
+
+
+def cmd_neb(args) -> int:
+    """Minimum-energy path with a batched, improved-tangent, climbing-image NEB."""
+    from ase.io import read, write
+
+    from ase_mlp.workflows.neb import run_neb
+
+    say = (lambda *a: None) if args.quiet else print
+    calc = _calculator(args.model, args.device, args.dtype)
+    if len(args.endpoints) == 1:
+        band = read(args.endpoints[0], index=":")
+        if len(band) < 2:
+            raise ValueError(f"{args.endpoints[0]}: needs at least 2 frames (initial and "
+                             f"final), or give two files")
+        initial, final = band[0], band[-1]
+    elif len(args.endpoints) == 2:
+        initial, final = (_read_structure(p) for p in args.endpoints)
+    else:
+        raise ValueError("give INITIAL FINAL, or one file whose first and last frames are "
+                         "the end points")
+    if args.relax_endpoints:
+        from ase.optimize import BFGS
+
+        for name, end in (("initial", initial), ("final", final)):
+            end.calc = calc
+            if not BFGS(end, logfile=None).run(fmax=args.fmax / 5, steps=args.steps):
+                raise ValueError(f"the {name} end point did not relax in {args.steps} steps")
+            end.calc = None
+    out = _outdir(args.output)
+    res = run_neb(initial, final, calc, n_images=args.images,
+                  interpolation=args.interpolation, climb=not args.no_climb,
+                  optimizer=args.optimizer, fmax=args.fmax, steps=args.steps,
+                  method=args.method, k=args.k,
+                  logfile=None if args.quiet else "-")
+    write(out / "neb.traj", res["images"])
+    e = res["energies"]
+    say(f"{'image':>5} {'E - E0 (eV)':>12}")
+    for i, ei in enumerate(e):
+        say(f"{i:5d} {ei - e[0]:12.6f}")
+    state = "converged" if res["converged"] else "NOT converged"
+    say(f"{state} in {res['nsteps']} steps (fmax {args.fmax} eV/Å); barrier "
+        f"{res['barrier']:.6f} eV forward, {float(e.max() - e[-1]):.6f} eV backward, "
+        f"reaction energy {float(e[-1] - e[0]):.6f} eV")
+    if not args.no_plot:
+        res["plot"](out / "neb.png")
+    say(f"wrote {out / 'neb.traj'}" + ("" if args.no_plot else f", {out / 'neb.png'}"))
+    return 0 if res["converged"] else 1
+
+
+def cmd_elastic(args) -> int:
+    """Equation of state and elastic constants (stress-strain fits with errors)."""
+    import numpy as np
+
+    from ase_mlp.workflows.elastic import elastic_constants, equation_of_state
+
+    say = (lambda *a: None) if args.quiet else print
+    calc = _calculator(args.model, args.device, args.dtype)
+    atoms = _read_structure(args.structure)
+    if atoms.cell.rank != 3 or not atoms.pbc.all():
+        raise ValueError(f"{args.structure}: elastic constants need a 3D periodic cell")
+    atoms = _relaxed(atoms, calc, args, say)
+    out = _outdir(args.output)
+    eos = equation_of_state(atoms, calc, strains=np.linspace(-args.eos_strain,
+                                                             args.eos_strain, 9))
+    say(f"EOS ({eos['eos']}): V0 = {eos['v0_per_atom']:.4f} Å^3/atom, E0 = "
+        f"{eos['e0_per_atom']:.6f} eV/atom, B = {eos['B']:.2f} GPa"
+        + (f", B' = {eos['Bprime']:.3f}" if "Bprime" in eos else ""))
+    res = elastic_constants(atoms, calc, delta=args.delta, n=args.n,
+                            relax_ions=args.relax_ions)
+    C, err = res["C"], res["C_err"]
+    say("elastic constants C_ij (GPa), Voigt order xx yy zz yz xz xy, +- standard error:")
+    for i in range(6):
+        say("  " + " ".join(f"{C[i, j]:9.2f}±{err[i, j]:<5.2f}" for j in range(6)))
+    say(f"Voigt bulk modulus {res['bulk_modulus']:.2f} GPa (EOS: {eos['B']:.2f})")
+    if abs(eos["B"] - res["bulk_modulus"]) > 0.05 * abs(res["bulk_modulus"]):
+        say(f"note: the EOS and elastic bulk moduli differ by more than 5 %: the EOS fit over "
+            f"+-{args.eos_strain:g} strain sees anharmonicity (try a smaller --eos-strain), or "
+            f"the structure is not relaxed (--relax)")
+    if res["cubic"]:
+        say(f"cubic: C11 = {res['C11']:.2f}, C12 = {res['C12']:.2f}, C44 = {res['C44']:.2f} GPa")
+    np.savetxt(out / "elastic_GPa.txt", C, fmt="%.6f",
+               header="C_ij in GPa, Voigt order xx yy zz yz xz xy (column j: strain j)")
+    if not args.no_plot:
+        _plot_eos(eos, out / "eos.png")
+    say(f"wrote {out / 'elastic_GPa.txt'}" + ("" if args.no_plot else f", {out / 'eos.png'}"))
+    return 0
+
+
+def _plot_eos(eos: dict, path) -> None:
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        print("plot skipped: matplotlib is not installed (pip install 'ase-mlp[plot]')")
+        return
+    import numpy as np
+    from ase.eos import EquationOfState
+
+    fit = EquationOfState(eos["volumes"], eos["energies"], eos=eos["eos"])
+    fit.fit()
+    fig = Figure(figsize=(5.0, 3.8), layout="constrained")
+    ax = fig.add_subplot(111)
+    v = np.linspace(eos["volumes"].min(), eos["volumes"].max(), 200)
+    ax.plot(eos["volumes"], eos["energies"], "o", label="model")
+    ax.plot(v, fit.func(v, *fit.eos_parameters), "-", label=f"{eos['eos']} fit")
+    ax.set_xlabel("volume (Å³ per cell)")
+    ax.set_ylabel("energy (eV per cell)")
+    ax.set_title(f"B = {eos['B']:.1f} GPa, V0 = {eos['v0_per_atom']:.3f} Å³/atom")
+    ax.legend()
+    fig.savefig(path, dpi=120)
+
+
 def cmd_convert(args) -> int:
     """Convert between ase_mlp's format and LAMMPS SNAP / ML-IAP files."""
     from ase_mlp.calculators import load_model
@@ -207,6 +404,70 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", action="store_true", help="no progress bars or messages "
                    "(the metrics table is still printed)")
     f.set_defaults(func=cmd_fit)
+
+    def relax_opts(sp):
+        sp.add_argument("--relax", action="store_true",
+                        help="relax positions and cell first (FrechetCellFilter + BFGS)")
+        sp.add_argument("--pressure", type=float, default=0.0, help="GPa, with --relax")
+        sp.add_argument("--fmax-relax", type=float, default=1e-4,
+                        help="eV/Å, with --relax (default 1e-4)")
+
+    ph = sub.add_parser("phonons", help="phonons with phonopy: bands, DOS, thermal "
+                        "properties, zero-point energy (displacements in batched calls)")
+    common(ph)
+    ph.add_argument("structure", nargs="?", help="unit cell (any format ASE reads)")
+    ph.add_argument("--supercell", type=int, nargs="+", metavar="N",
+                    help="supercell: N, NA NB NC, or a 3x3 matrix as 9 integers")
+    ph.add_argument("--distance", type=float, default=0.01, help="displacement (Å)")
+    ph.add_argument("--mesh", type=int, nargs=3, default=[20, 20, 20], metavar="N")
+    ph.add_argument("--temperatures", type=float, nargs="+",
+                    default=[0, 100, 200, 300, 500, 1000], metavar="K")
+    ph.add_argument("--phonopy", metavar="YAML",
+                    help="instead: evaluate the displacements of phonopy_disp.yaml (from "
+                         "'phonopy -d') and write FORCE_SETS for the phonopy CLI")
+    ph.add_argument("--batch-size", type=int, default=64)
+    ph.add_argument("--output", help="output directory (default: phonons; with --phonopy, "
+                    "FORCE_SETS goes beside the yaml file)")
+    ph.add_argument("--no-plot", action="store_true")
+    ph.add_argument("--quiet", action="store_true")
+    relax_opts(ph)
+    ph.set_defaults(func=cmd_phonons)
+
+    nb = sub.add_parser("neb", help="nudged elastic band (batched images, improved tangent, "
+                        "climbing image)")
+    common(nb)
+    nb.add_argument("endpoints", nargs="+", metavar="FILE",
+                    help="INITIAL FINAL, or one file whose first/last frames are the ends")
+    nb.add_argument("--images", type=int, default=5, help="intermediate images")
+    nb.add_argument("--interpolation", default="idpp", choices=["idpp", "linear"])
+    nb.add_argument("--no-climb", action="store_true", help="plain NEB (no climbing image)")
+    nb.add_argument("--optimizer", default="FIRE", help="ASE optimiser: FIRE, BFGS, MDMin")
+    nb.add_argument("--method", default="improvedtangent",
+                    choices=["improvedtangent", "aseneb", "eb", "spline", "string"])
+    nb.add_argument("--k", type=float, default=0.1, help="spring constant (eV/Å²)")
+    nb.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
+    nb.add_argument("--steps", type=int, default=500)
+    nb.add_argument("--relax-endpoints", action="store_true",
+                    help="relax the end points (fixed cell) to fmax/5 first")
+    nb.add_argument("--output", default="neb", help="output directory")
+    nb.add_argument("--no-plot", action="store_true")
+    nb.add_argument("--quiet", action="store_true")
+    nb.set_defaults(func=cmd_neb)
+
+    el = sub.add_parser("elastic", help="equation of state and elastic constants")
+    common(el)
+    el.add_argument("structure", help="periodic structure (any format ASE reads)")
+    el.add_argument("--delta", type=float, default=0.005, help="largest strain")
+    el.add_argument("--n", type=int, default=5, help="strains per component")
+    el.add_argument("--eos-strain", type=float, default=0.02,
+                    help="largest linear strain of the EOS scan")
+    el.add_argument("--relax-ions", action="store_true",
+                    help="relaxed-ion constants (relax positions in each strained cell)")
+    el.add_argument("--output", default="elastic", help="output directory")
+    el.add_argument("--no-plot", action="store_true")
+    el.add_argument("--quiet", action="store_true")
+    relax_opts(el)
+    el.set_defaults(func=cmd_elastic)
 
     c = sub.add_parser("convert", help="convert model files (ours <-> LAMMPS SNAP / ML-IAP)")
     c.add_argument("--inputs", nargs="+", required=True)

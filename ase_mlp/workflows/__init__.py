@@ -22,11 +22,12 @@ from ase_mlp.workflows.phases import (
     wurtzite_parameters,
     zincblende,
 )
-from ase_mlp.workflows.phonons import phonon_summary, phonons
+from ase_mlp.workflows.phonons import compute_forces, phonon_summary, phonons
 
 
 __all__ = [
     "BatchedNEB",
+    "compute_forces",
     "elastic_constants",
     "enthalpy_per_atom",
     "equation_of_state",

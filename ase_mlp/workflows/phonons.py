@@ -4,6 +4,10 @@
   displaced supercells through :func:`~ase_mlp.workflows.elastic.evaluate_many` (batched
   with :class:`~ase_mlp.calculators.MLPCalculator`, one by one for other ASE calculators)
   and produces the force constants; the returned object is ready for any phonopy analysis.
+* :func:`compute_forces` fills the forces of a :class:`phonopy.Phonopy` object a phonopy
+  script (or ``phonopy.load`` of a ``phonopy -d`` file) already displaced: the route for
+  existing phonopy scripts (``ase-mlp phonons --phonopy phonopy_disp.yaml`` writes
+  ``FORCE_SETS`` for the phonopy CLI).
 * :func:`phonon_summary` runs a q-point mesh, the total DOS, the thermal properties, the
   zero-point energy and the band structure along phonopy's automatic path, optionally
   saving a band + DOS figure.
@@ -111,16 +115,6 @@ def phonons(
     """
     _, Phonopy, PhonopyAtoms = _import_phonopy()
     smat = _supercell_matrix(supercell)
-    cutoff = _cutoff(calc)
-    if cutoff is not None:
-        widths = _perpendicular_widths(smat @ np.asarray(atoms.cell, dtype=float))
-        if widths.min() < 2.0 * cutoff:
-            warnings.warn(
-                f"supercell too small for phonons: smallest perpendicular width "
-                f"{widths.min():.3f} Å < 2 x cutoff = {2.0 * cutoff:.3f} Å (cutoff "
-                f"{cutoff:.3f} Å); force constants are affected by periodic images, "
-                f"use a larger supercell",
-                UserWarning, stacklevel=2)
     unitcell = PhonopyAtoms(symbols=atoms.get_chemical_symbols(),
                             cell=np.asarray(atoms.cell, dtype=float),
                             scaled_positions=atoms.get_scaled_positions(wrap=False),
@@ -131,13 +125,66 @@ def phonons(
         phonon = Phonopy(unitcell, supercell_matrix=smat, primitive_matrix=primitive_matrix,
                          symprec=symprec)
     phonon.generate_displacements(distance=distance)
-    images = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions,
-                    masses=sc.masses, pbc=True)
-              for sc in phonon.supercells_with_displacements]
-    results = evaluate_many(images, calc, ("forces",), batch_size=batch_size)
-    phonon.forces = np.array([r["forces"] for r in results], dtype=float)
+    compute_forces(phonon, calc, batch_size=batch_size, _stacklevel=3)
     phonon.produce_force_constants()
     return phonon
+
+
+def compute_forces(phonon, calc, *, batch_size: int = 64, _stacklevel: int = 2) -> np.ndarray:
+    """Evaluate the displaced supercells of an existing :class:`phonopy.Phonopy` object.
+
+    The route for existing phonopy scripts: build and displace ``phonon`` as usual
+    (``Phonopy(...)``, ``generate_displacements``, or ``phonopy.load("phonopy_disp.yaml")``
+    after ``phonopy -d``), then call this instead of looping over
+    ``phonon.supercells_with_displacements`` with a calculator. The forces are set on
+    ``phonon`` (``phonon.forces``) and returned; continue with
+    ``phonon.produce_force_constants()`` or write ``FORCE_SETS`` with
+    :func:`phonopy.file_IO.write_FORCE_SETS` / ``phonon.save()`` for the phonopy CLI.
+
+    Parameters
+    ----------
+    phonon : phonopy.Phonopy
+        With displacements generated.
+    calc : calculator
+        :class:`~ase_mlp.calculators.MLPCalculator` (batched) or any ASE calculator.
+    batch_size : int
+        Structures per batched model call.
+
+    Returns
+    -------
+    numpy.ndarray
+        Forces, shape ``(n_displacements, n_supercell_atoms, 3)``, eV/Å.
+
+    Warns
+    -----
+    UserWarning
+        If the calculator's model has a ``cutoff`` and a perpendicular width of the
+        supercell is below twice that cutoff.
+    """
+    supercells = phonon.supercells_with_displacements
+    if supercells is None or len(supercells) == 0:
+        raise ValueError("the Phonopy object has no displacements: call "
+                         "phonon.generate_displacements() first")
+    cutoff = _cutoff(calc)
+    if cutoff is not None:
+        widths = _perpendicular_widths(np.asarray(phonon.supercell.cell, dtype=float))
+        if widths.min() < 2.0 * cutoff:
+            warnings.warn(
+                f"supercell too small for phonons: smallest perpendicular width "
+                f"{widths.min():.3f} Å < 2 x cutoff = {2.0 * cutoff:.3f} Å (cutoff "
+                f"{cutoff:.3f} Å); force constants are affected by periodic images, "
+                f"use a larger supercell",
+                UserWarning, stacklevel=_stacklevel + 1)
+    images = [Atoms(symbols=sc.symbols, cell=sc.cell, scaled_positions=sc.scaled_positions,
+                    masses=sc.masses, pbc=True)
+              for sc in supercells if sc is not None]
+    if len(images) != len(supercells):
+        raise ValueError("some displaced supercells are None (phonopy's random-displacement "
+                         "placeholders); generate them before computing forces")
+    results = evaluate_many(images, calc, ("forces",), batch_size=batch_size)
+    forces = np.array([r["forces"] for r in results], dtype=float)
+    phonon.forces = forces
+    return forces
 
 
 def phonon_summary(
