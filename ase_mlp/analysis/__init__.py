@@ -1,1 +1,57 @@
-"""ase_mlp.analysis (see the issues tracker for planned content)."""
+"""Trajectory analysis: pure functions over ASE trajectories or numpy arrays.
+
+* :mod:`~ase_mlp.analysis.diffusion`: unwrapping, time-origin averaged MSD (FFT), diffusion
+  coefficients with error bars, reordered (permutation-invariant) MSD.
+* :mod:`~ase_mlp.analysis.structure`: partial and total RDFs (ASE/LAMMPS normalisation),
+  coordination numbers, bond-angle distributions.
+* :mod:`~ase_mlp.analysis.spectra`: mass-weighted vibrational density of states, zero-point
+  and effective quantum temperatures.
+* :mod:`~ase_mlp.analysis.plots`: optional matplotlib figures (imported on demand, not
+  re-exported here).
+
+Units: Å, fs, amu, K; angular frequencies in rad/fs. See ``docs/analysis.md``.
+"""
+
+from ase_mlp.analysis.diffusion import (
+    DiffusionFit,
+    diffusion_coefficient,
+    mic_msd,
+    msd,
+    msd_blocks,
+    reordered_msd,
+    unwrap_positions,
+)
+from ase_mlp.analysis.spectra import (
+    HBAR_EV_FS,
+    effective_temperature,
+    omega_to_cm1,
+    omega_to_mev,
+    omega_to_thz,
+    spectral_resolution,
+    vdos,
+    zero_point_temperature,
+)
+from ase_mlp.analysis.structure import angle_distribution, coordination_number, partial_rdf, rdf
+
+
+__all__ = [
+    "DiffusionFit",
+    "HBAR_EV_FS",
+    "angle_distribution",
+    "coordination_number",
+    "diffusion_coefficient",
+    "effective_temperature",
+    "mic_msd",
+    "msd",
+    "msd_blocks",
+    "omega_to_cm1",
+    "omega_to_mev",
+    "omega_to_thz",
+    "partial_rdf",
+    "rdf",
+    "reordered_msd",
+    "spectral_resolution",
+    "unwrap_positions",
+    "vdos",
+    "zero_point_temperature",
+]
