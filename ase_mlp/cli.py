@@ -1,4 +1,5 @@
-"""Command line: ``ase-mlp demo | eval | fit | phonons | neb | elastic | convert | info``."""
+"""Command line: ``ase-mlp demo | md | analyze | eval | fit | phonons | neb | elastic | convert
+| info``."""
 
 from __future__ import annotations
 
@@ -40,6 +41,161 @@ def cmd_demo(args) -> int:
              pressure_GPa=args.pressure, steps=args.steps, timestep_fs=args.timestep,
              interval=args.interval, output=args.output, rng=args.seed, quiet=args.quiet,
              plot=not args.no_plot, log=(lambda *a: None) if args.quiet else print)
+    return 0
+
+
+def cmd_md(args) -> int:
+    """NVT/NPT molecular dynamics: Langevin, Bussi, QTB or adaptive QTB; exact restarts."""
+    from ase_mlp.workflows.md import run_md
+
+    say = (lambda *a: None) if args.quiet else print
+    if args.thermostat == "bussi" and args.pressure is not None:  # before loading anything
+        raise ValueError("the bussi thermostat is not supported at constant pressure: use "
+                         "--thermostat langevin (LangevinBAOAB barostat) or qtb/adqtb")
+    atoms = _read_structure(args.structure)
+    calc = _calculator(args.model, args.device, args.dtype)
+    missing = set(atoms.get_chemical_symbols()) - set(calc.elements)
+    if missing:
+        raise ValueError(f"{args.structure}: the model covers {calc.elements}, not "
+                         f"{sorted(missing)}")
+    res = run_md(atoms, calc, thermostat=args.thermostat, temperature_K=args.temperature,
+                 steps=args.steps, timestep_fs=args.timestep, friction_per_fs=args.friction,
+                 taut_fs=args.taut, pressure_GPa=args.pressure, hydrostatic=not args.full_cell,
+                 output=args.output, interval=args.interval, rng=args.seed,
+                 checkpoint_interval=args.checkpoint_interval, restart=args.restart,
+                 progress=not args.quiet, log=say)
+    if args.quiet:  # the one-line summary is printed even when quiet
+        line = (f"{res['steps']} steps ({args.thermostat}): <T> = {res['T_mean']:.1f} K, "
+                f"<E_pot> = {res['epot_mean']:.5f} eV/atom")
+        if "noise_memory_bytes" in res:
+            line += f", QTB noise buffers {res['noise_memory_bytes'] / 2**20:.2f} MiB"
+        print(line)
+    return 0
+
+
+def _frame_spacing(frames, args) -> tuple[float, str]:
+    """Time between frames (fs): --dt-fs, frame times, or --timestep-fs x --interval."""
+    import numpy as np
+
+    if args.dt_fs is not None:
+        if not args.dt_fs > 0:
+            raise ValueError(f"--dt-fs must be > 0, got {args.dt_fs}")
+        return float(args.dt_fs), "--dt-fs"
+    times = [a.info.get("time_fs") for a in frames]
+    if all(t is not None for t in times):
+        d = np.diff(np.asarray(times, dtype=float))
+        if len(d) and d[0] > 0 and np.allclose(d, d[0], rtol=1e-6, atol=1e-9):
+            return float(d[0]), "the frames' time_fs"
+        raise ValueError("the frames' times (atoms.info['time_fs']) are not evenly spaced "
+                         "(a trajectory of several runs?): give --dt-fs")
+    if args.timestep_fs is not None and args.interval is not None:
+        if not (args.timestep_fs > 0 and args.interval >= 1):
+            raise ValueError("--timestep-fs must be > 0 and --interval >= 1")
+        return float(args.timestep_fs) * args.interval, "--timestep-fs x --interval"
+    raise ValueError("cannot tell the time between frames: the frames carry no time "
+                     "(atoms.info['time_fs'], written by 'ase-mlp md'); give --dt-fs, or "
+                     "--timestep-fs and --interval")
+
+
+def _write_csv(path, header, columns) -> None:
+    import numpy as np
+
+    np.savetxt(path, np.column_stack(columns), delimiter=",", header=",".join(header),
+               comments="", fmt="%.10g")
+
+
+def _plot_or_note(fn, *a, **kw) -> bool:
+    try:
+        fn(*a, **kw)
+    except ImportError as err:
+        print(f"plot skipped: {err}")
+        return False
+    return True
+
+
+def cmd_analyze(args) -> int:
+    """MSD and diffusion coefficients, partial RDFs, VDOS and zero-point temperature."""
+    import numpy as np
+    from ase.io import read
+
+    from ase_mlp.analysis import (
+        diffusion_coefficient,
+        msd,
+        partial_rdf,
+        plots,
+        vdos,
+        zero_point_temperature,
+    )
+
+    explicit = args.msd or args.rdf or args.vdos
+    do_msd, do_rdf, do_vdos = (args.msd, args.rdf, args.vdos) if explicit else (True,) * 3
+    if args.skip < 0:
+        raise ValueError(f"--skip must be >= 0, got {args.skip}")
+    frames = read(args.trajectory, index=f"{args.skip}:")
+    if not isinstance(frames, list):
+        frames = [frames]
+    if len(frames) < 2:
+        raise ValueError(f"{args.trajectory}: {len(frames)} frame(s) after --skip "
+                         f"{args.skip}; at least 2 are needed")
+    out = _outdir(args.output)
+    wrote = []
+    has_v = any(a.has("momenta") and np.any(a.get_momenta()) for a in frames)
+    if do_vdos and not has_v:
+        if explicit:
+            raise ValueError(f"{args.trajectory}: the frames carry no velocities (momenta), "
+                             f"which the VDOS needs; write them with the trajectory (ase-mlp "
+                             f"md does) or leave out --vdos")
+        print("note: no velocities in the frames, VDOS skipped")
+        do_vdos = False
+    dt = src = None
+    if do_msd or do_vdos:
+        dt, src = _frame_spacing(frames, args)
+        print(f"{len(frames)} frames of {len(frames[0])} atoms, {dt:g} fs apart (from {src})")
+    if do_msd:
+        t, m = msd(frames, dt)
+        try:  # default window: 10-50 % of the longest lag
+            fits = {k: diffusion_coefficient(t, y) for k, y in m.items()}
+        except ValueError:  # short trajectory: every lag but 0
+            if len(t) < 4:
+                raise ValueError(f"{len(frames)} frames are too few for a diffusion "
+                                 f"coefficient (at least 4 are needed)") from None
+            fits = {k: diffusion_coefficient(t, y, fit_window=(t[1], t[-1]))
+                    for k, y in m.items()}
+        keys = list(m)
+        _write_csv(out / "msd.csv", ["t_fs"] + [f"msd_{k}_A2" for k in keys],
+                   [t] + [m[k] for k in keys])
+        wrote.append(out / "msd.csv")
+        if _plot_or_note(plots.plot_msd, t, m, fit=fits, filename=out / "msd.png"):
+            wrote.append(out / "msd.png")
+        w0, w1 = next(iter(fits.values())).fit_window
+        print(f"diffusion coefficients (fit of MSD = 6 D t + c over {w0:g}-{w1:g} fs; the "
+              f"error is the least-squares slope error, a lower bound):")
+        for k, f in fits.items():
+            print(f"  D({k}) = {f.D_cm2_s:.4e} ± {f.D_err_cm2_s:.1e} cm^2/s")
+    if do_rdf:
+        r, g = partial_rdf(frames, args.rmax, args.nbins)
+        pairs = [p for p in g if p[0] <= p[1]]
+        _write_csv(out / "rdf.csv", ["r_A"] + [f"g_{a}-{b}" for a, b in pairs],
+                   [r] + [g[p] for p in pairs])
+        wrote.append(out / "rdf.csv")
+        if _plot_or_note(plots.plot_rdf, r, {p: g[p] for p in pairs}, filename=out / "rdf.png"):
+            wrote.append(out / "rdf.png")
+        for p in pairs:
+            k = int(np.argmax(g[p]))
+            print(f"  g_{p[0]}-{p[1]}: first peak {g[p][k]:.2f} at {r[k]:.3f} Å")
+    if do_vdos:
+        elements = sorted(set(frames[0].get_chemical_symbols()))
+        omega, g = vdos(frames, dt_fs=dt, species=["all"] + elements)
+        keys = list(g)
+        _write_csv(out / "vdos.csv", ["omega_rad_per_fs", "nu_THz"] + [f"g_{k}" for k in keys],
+                   [omega, omega / (2 * np.pi) * 1e3] + [g[k] for k in keys])
+        wrote.append(out / "vdos.csv")
+        if _plot_or_note(plots.plot_vdos, omega, g, filename=out / "vdos.png"):
+            wrote.append(out / "vdos.png")
+        tz = zero_point_temperature(omega, g["all"])
+        print(f"T_zero = {tz:.1f} K (zero-point temperature of the VDOS, "
+              f"(1/kB) int g(w) hbar w / 2 dw)")
+    print("wrote " + ", ".join(str(p) for p in wrote))
     return 0
 
 
@@ -375,6 +531,59 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+
+    m = sub.add_parser("md", help="molecular dynamics: Langevin, Bussi, quantum thermal bath "
+                       "(qtb, adqtb), NVT or NPT, with checkpoints and exact restarts")
+    common(m)
+    m.add_argument("structure", help="start structure (any format ASE reads; last frame)")
+    m.add_argument("--thermostat", default="langevin",
+                   choices=["langevin", "bussi", "qtb", "adqtb"],
+                   help="langevin (ASE Langevin; LangevinBAOAB with --pressure), bussi "
+                        "(velocity rescaling, NVT only), qtb or adqtb (quantum thermal bath, "
+                        "plain or adaptive)")
+    m.add_argument("--temperature", type=float, default=300.0, help="K")
+    m.add_argument("--steps", type=int, default=1000,
+                   help="MD steps (with --restart: further steps)")
+    m.add_argument("--timestep", type=float, default=1.0, help="fs")
+    m.add_argument("--friction", type=float, default=None,
+                   help="1/fs (default 0.01 for langevin and qtb, 0.02 for adqtb)")
+    m.add_argument("--taut", type=float, default=100.0, help="bussi time constant (fs)")
+    m.add_argument("--pressure", type=float, default=None,
+                   help="GPa: constant pressure (langevin, qtb, adqtb), isotropic cell")
+    m.add_argument("--full-cell", action="store_true",
+                   help="with --pressure: anisotropic (full) cell fluctuations")
+    m.add_argument("--interval", type=int, default=10,
+                   help="steps between trajectory frames and log lines")
+    m.add_argument("--checkpoint-interval", type=int, default=1000,
+                   help="steps between checkpoints (one is also written at the end)")
+    m.add_argument("--output", default="md", help="directory for md.traj, md.log, "
+                   "checkpoint.npz")
+    m.add_argument("--seed", type=int, default=0,
+                   help="random seed (initial velocities and thermostat noise)")
+    m.add_argument("--restart", action="store_true",
+                   help="continue from <output>/checkpoint.npz (bit-for-bit), appending")
+    m.add_argument("--quiet", action="store_true", help="no progress bar or messages "
+                   "(the summary line is still printed)")
+    m.set_defaults(func=cmd_md)
+
+    an = sub.add_parser("analyze", help="MSD/diffusion, partial RDFs, VDOS and zero-point "
+                        "temperature of a trajectory")
+    an.add_argument("trajectory", help="trajectory (any format ASE reads, e.g. md.traj)")
+    an.add_argument("--msd", action="store_true", help="MSD and D per species")
+    an.add_argument("--rdf", action="store_true", help="partial RDFs")
+    an.add_argument("--vdos", action="store_true",
+                    help="VDOS and T_zero (needs velocities); default: all three analyses")
+    an.add_argument("--rmax", type=float, default=6.0, help="RDF range (Å)")
+    an.add_argument("--nbins", type=int, default=120, help="RDF bins")
+    an.add_argument("--dt-fs", type=float, default=None,
+                    help="time between frames (fs); default: from the frames' "
+                         "atoms.info['time_fs'] (ase-mlp md writes it), else "
+                         "--timestep-fs x --interval")
+    an.add_argument("--timestep-fs", type=float, default=None, help="MD timestep (fs)")
+    an.add_argument("--interval", type=int, default=None, help="MD steps between frames")
+    an.add_argument("--skip", type=int, default=0, help="frames to discard at the start")
+    an.add_argument("--output", default="analysis", help="directory for csv and png files")
+    an.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("eval", help="evaluate structures from a file (any format ASE reads), "
                        "or error metrics on labelled data (--data)")

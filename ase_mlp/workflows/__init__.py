@@ -4,6 +4,7 @@
 * :mod:`~ase_mlp.workflows.elastic`: batched evaluation, equation of state, elastic constants.
 * :mod:`~ase_mlp.workflows.neb`: nudged elastic band with batched image evaluation.
 * :mod:`~ase_mlp.workflows.phonons`: phonopy finite-displacement phonons (batched forces).
+* :mod:`~ase_mlp.workflows.md`: MD with Langevin/Bussi/QTB thermostats, checkpoints, restarts.
 """
 
 from ase_mlp.workflows.elastic import (
@@ -12,6 +13,7 @@ from ase_mlp.workflows.elastic import (
     evaluate_many,
     voigt_strain_tensor,
 )
+from ase_mlp.workflows.md import run_md
 from ase_mlp.workflows.neb import BatchedNEB, run_neb
 from ase_mlp.workflows.phases import (
     enthalpy_per_atom,
@@ -37,6 +39,7 @@ __all__ = [
     "phonons",
     "relax_at_pressure",
     "rocksalt",
+    "run_md",
     "run_neb",
     "voigt_strain_tensor",
     "wurtzite",

@@ -1,0 +1,142 @@
+"""Cost per MD step of the quantum thermal bath vs ASE's Langevin thermostats.
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_qtb.py [--threads 1] [--quick] [--json out.json]
+
+Cases: ``ase_mlp.dynamics.QTB`` (plain and adaptive) against ASE ``Langevin`` and
+``LangevinBAOAB`` (the parent class of QTB), timestep 1 fs, 300 K, friction 0.01/fs,
+with the same calculator:
+
+* ``HarmonicOscillators(k=2 eV/Å²)`` (ase_mlp.calculators.oscillators) -- almost free,
+  so the thermostat's own cost is what is measured -- on 1 000 and 100 000 Cu atoms
+  (``--quick``: 1 000 and 20 000);
+* ASE ``EMT`` on 1 000 fcc Cu atoms: a cheap but real potential.
+
+Each case runs in a fresh subprocess (multiprocessing spawn), so the peak RSS is its own
+(it includes the interpreter, numpy and the atoms). Reported: seconds per step (after a
+few warm-up steps; the QTB constructor, which fills the noise buffer, is not timed),
+the ratio t / t_Langevin, ``dyn.noise_memory_bytes()`` (QTB noise buffers and, for the
+adaptive QTB, its segment spectra) and peak RSS. Target: t_QTB / t_Langevin <= 1.2 at
+100 000 atoms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import queue
+import resource
+import time
+
+
+KINDS = ("Langevin", "LangevinBAOAB", "QTB", "adQTB")
+
+
+def _peak_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _atoms(n, calc_name):
+    import numpy as np
+    from ase import Atoms
+    from ase.build import bulk
+
+    if calc_name == "EMT":
+        base = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((5, 5, 10))   # 1 000 atoms
+        assert len(base) == n
+        return base
+    side = int(np.ceil(n ** (1 / 3)))
+    grid = np.stack(np.meshgrid(*[np.arange(side)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    return Atoms(["Cu"] * n, positions=2.5 * grid[:n], cell=[2.5 * side] * 3, pbc=True)
+
+
+def _case(kind, n, calc_name, steps, threads, q):
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    import numpy as np
+    from ase import units
+    from ase.calculators.emt import EMT
+    from ase.md.langevin import Langevin
+    from ase.md.langevinbaoab import LangevinBAOAB
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    from ase_mlp.calculators.oscillators import HarmonicOscillators
+    from ase_mlp.dynamics import QTB
+
+    rng = np.random.default_rng(0)
+    atoms = _atoms(n, calc_name)
+    atoms.calc = EMT() if calc_name == "EMT" else HarmonicOscillators(2.0)
+    thermalize_momenta(atoms, temperature_K=300, rng=rng)
+    Stationary(atoms)
+    dt, gamma = 1.0 * units.fs, 0.01 / units.fs
+    t0 = time.perf_counter()
+    if kind == "Langevin":
+        dyn = Langevin(atoms, dt, temperature_K=300, friction=gamma, fixcm=False, rng=rng)
+    elif kind == "LangevinBAOAB":
+        dyn = LangevinBAOAB(atoms, dt, temperature_K=300, T_tau=1.0 / gamma, rng=rng)
+    else:
+        dyn = QTB(atoms, dt, 300, gamma, adaptive=kind == "adQTB", rng=rng)
+    t_init = time.perf_counter() - t0
+    dyn.run(3)
+    t0 = time.perf_counter()
+    dyn.run(steps)
+    t = (time.perf_counter() - t0) / steps
+    mem = dyn.noise_memory_bytes() if isinstance(dyn, QTB) else 0
+    q.put({"t": t, "init_s": t_init, "noise_mb": mem / 2**20, "rss_mb": _peak_mb(),
+           "T": float(atoms.get_temperature())})
+
+
+def _run(*args):
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_case, args=(*args, q))
+    p.start()
+    while True:
+        try:
+            out = q.get(timeout=1.0)
+            break
+        except queue.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"case {args[:3]!r} died, exit code {p.exitcode}") from None
+    p.join()
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per case")
+    ap.add_argument("--quick", action="store_true",
+                    help="fewer steps; 1 000 and 20 000 atoms")
+    ap.add_argument("--json", help="write the results here")
+    args = ap.parse_args()
+    os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
+    os.environ["MKL_NUM_THREADS"] = str(args.threads)
+    big = 20_000 if args.quick else 100_000
+    cases = [("harmonic", 1_000, 50 if args.quick else 200),
+             ("harmonic", big, 10 if args.quick else 30),
+             ("EMT", 1_000, 10 if args.quick else 30)]
+    print(f"threads {args.threads}; timestep 1 fs; s/step after 3 warm-up steps; "
+          f"ratio = t / t_Langevin; noise = dyn.noise_memory_bytes(); RSS = peak of the "
+          f"case's own process")
+    print(f"{'calculator':10s} {'atoms':>7} {'steps':>5} {'thermostat':14s} {'s/step':>10} "
+          f"{'ratio':>6} {'init s':>7} {'noise MB':>9} {'RSS MB':>7}")
+    results = {}
+    for calc_name, n, steps in cases:
+        ref = None
+        for kind in KINDS:
+            r = _run(kind, n, calc_name, steps, args.threads)
+            ref = ref or r["t"]
+            r["ratio"] = r["t"] / ref
+            results[f"{calc_name} {n} {kind}"] = r
+            print(f"{calc_name:10s} {n:7d} {steps:5d} {kind:14s} {r['t']:10.3e} "
+                  f"{r['ratio']:6.2f} {r['init_s']:7.2f} {r['noise_mb']:9.1f} "
+                  f"{r['rss_mb']:7.0f}", flush=True)
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
