@@ -59,14 +59,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import queue
-import resource
 import shutil
 import statistics
 import tempfile
 import time
+
+from _harness import peak_mb as _peak_mb
+from _harness import run_isolated
 
 
 N_FULL = (1000, 10000)
@@ -79,9 +79,6 @@ DESC = dict(elements=["Ta"], twojmax=6, rcutfac=4.67637, radii=[0.5], rfac0=0.99
 SNAP_ARGS = "4.67637 0.99363 6 0.5 1.0 rmin0 0.0 switchflag 1 bzeroflag 0 quadraticflag 0"
 MASS_TA = 180.94788
 
-
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _structures(n, seed=SEED):
@@ -309,20 +306,7 @@ def _lammps(path, n, n_time, n_check, q):
     q.put(out)
 
 
-def _run(target, *args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    while True:
-        try:
-            out = q.get(timeout=1.0)
-            break
-        except queue.Empty:
-            if not p.is_alive():
-                raise RuntimeError(f"{target.__name__} died (exit code {p.exitcode})") from None
-    p.join()
-    return out
+_run = run_isolated
 
 
 def _compare(ours, lmp):

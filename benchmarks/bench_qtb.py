@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import os
-import queue
-import resource
 import time
+
+from _harness import peak_mb as _peak_mb
+from _harness import run_isolated
 
 
 KINDS = ("Langevin", "LangevinBAOAB", "QTB", "adQTB")
 
-
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _atoms(n, calc_name):
@@ -89,19 +86,7 @@ def _case(kind, n, calc_name, steps, threads, q):
 
 
 def _run(*args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=_case, args=(*args, q))
-    p.start()
-    while True:
-        try:
-            out = q.get(timeout=1.0)
-            break
-        except queue.Empty:
-            if not p.is_alive():
-                raise RuntimeError(f"case {args[:3]!r} died, exit code {p.exitcode}") from None
-    p.join()
-    return out
+    return run_isolated(_case, *args)
 
 
 def main():

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import resource
 import time
+
+from _harness import peak_mb as _peak_mb
+from _harness import run_isolated
 
 
 CASES = {
@@ -44,9 +45,6 @@ def _structure(elements, a, rep, seed=0):
     atoms.set_chemical_symbols([elements[k % len(elements)] for k in range(len(atoms))])
     return atoms
 
-
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _ours(case, threads, repeats, q):
@@ -171,14 +169,7 @@ def _batch(threads, q):
     q.put({"batched": tb, "one_by_one": ts, "max_dE": dev, "rss": _peak_mb()})
 
 
-def _run(target, *args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    out = q.get()
-    p.join()
-    return out
+_run = run_isolated
 
 
 def _report(case, lmp, ours) -> dict:

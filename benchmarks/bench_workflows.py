@@ -24,14 +24,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import queue
-import resource
 import time
 
-
-def _peak_mb():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+from _harness import peak_mb as _peak_mb
+from _harness import run_isolated
 
 
 def _calc(kind):
@@ -146,21 +142,7 @@ def _neb(mode, threads, repeats, n_images, q):
     q.put({"t": min(times), "rss": _peak_mb(), "forces": np.asarray(f).tolist()})
 
 
-def _run(target, *args):
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=target, args=(*args, q))
-    p.start()
-    while True:
-        try:
-            out = q.get(timeout=1.0)
-            break
-        except queue.Empty:
-            if not p.is_alive():
-                raise RuntimeError(f"{target.__name__}({args[0]!r}) died, exit code "
-                                   f"{p.exitcode}") from None
-    p.join()
-    return out
+_run = run_isolated
 
 
 def _case(name, target, args, results):
