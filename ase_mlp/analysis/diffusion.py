@@ -33,13 +33,13 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from tqdm.auto import tqdm
 
+from ase_mlp._util import perpendicular_widths
 from ase_mlp.analysis._common import (
     MinimumImage,
     Trajectory,
     as_trajectory,
     check_finite,
     check_positive,
-    perpendicular_widths,
     species_indices,
 )
 

@@ -170,7 +170,7 @@ class QTB(LangevinBAOAB):
                  gamma_r_bounds=(0.05, 20.0), fdt_log=None, kernel="quantum", rng=None,
                  externalstress=None, hydrostatic=False, P_tau=None, P_mass=None,
                  P_mass_factor=1.0, disable_cell_langevin=False, **kwargs):
-        self._check_inputs(atoms, timestep, temperature_K, friction)
+        self._check_inputs(atoms, timestep, friction)
         self._T_of_t = temperature_K if callable(temperature_K) else None
         T0 = float(temperature_K(0.0)) if callable(temperature_K) else float(temperature_K)
         self._check_temperature(T0)
@@ -247,7 +247,7 @@ class QTB(LangevinBAOAB):
             raise ValueError(f"temperature_K must be >= 0, got {T}")
 
     @staticmethod
-    def _check_inputs(atoms, timestep, temperature_K, friction):
+    def _check_inputs(atoms, timestep, friction):
         if not np.isfinite(timestep) or timestep <= 0:
             raise ValueError(f"timestep must be > 0, got {timestep}")
         if friction is None or not np.isfinite(friction) or friction <= 0:
@@ -283,8 +283,8 @@ class QTB(LangevinBAOAB):
         bounds = np.searchsorted(index[order], np.arange(self.n_groups + 1))
         self._dof_slices = [slice(3 * bounds[g], 3 * bounds[g + 1])
                             for g in range(self.n_groups)]
-        masses = atoms.get_masses()[order]
-        self._mass_dof = np.repeat(masses, 3)
+        self._masses = atoms.get_masses()[:, None]          # fixed during the run
+        self._mass_dof = np.repeat(self._masses[order, 0], 3)
 
     # ------------------------------------------------------------------ filter
     def set_temperature(self, temperature_K, from_init=False):
@@ -347,7 +347,6 @@ class QTB(LangevinBAOAB):
         if self._substep == 0:
             self._new_interval()
         vel = self.atoms.get_velocities()
-        masses = self.atoms.get_masses()[:, None]
         if self.hydrostatic or np.ndim(drag_gamma_mod) == 0:
             decay = np.exp(-(self.gamma + drag_gamma_mod) * self.dt)
             vel = vel * decay
@@ -355,7 +354,7 @@ class QTB(LangevinBAOAB):
             from scipy.linalg import expm
 
             vel = vel @ expm(-(self.gamma * np.identity(3) + drag_gamma_mod) * self.dt).T
-        kick = (self.dt / masses) * self._R
+        kick = (self.dt / self._masses) * self._R
         if self.diagnostics:
             mid = self.atoms.get_velocities() * np.exp(-0.5 * self.gamma * self.dt) \
                 + 0.5 * kick

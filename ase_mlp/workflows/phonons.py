@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms, units
 
+from ase_mlp._util import perpendicular_widths
 from ase_mlp.workflows.elastic import evaluate_many
 
 
@@ -64,11 +65,6 @@ def _cutoff(calc) -> float | None:
         return None if cutoff is None else float(cutoff)
     except (TypeError, ValueError):
         return None
-
-
-def _perpendicular_widths(cell: np.ndarray) -> np.ndarray:
-    """Distances between opposite faces of the cell (``1 / |b_i|``, b without 2*pi)."""
-    return 1.0 / np.linalg.norm(np.linalg.inv(np.asarray(cell, dtype=float)).T, axis=1)
 
 
 def phonons(
@@ -167,7 +163,7 @@ def compute_forces(phonon, calc, *, batch_size: int = 64, _stacklevel: int = 2) 
                          "phonon.generate_displacements() first")
     cutoff = _cutoff(calc)
     if cutoff is not None:
-        widths = _perpendicular_widths(np.asarray(phonon.supercell.cell, dtype=float))
+        widths = perpendicular_widths(np.asarray(phonon.supercell.cell, dtype=float))
         if widths.min() < 2.0 * cutoff:
             warnings.warn(
                 f"supercell too small for phonons: smallest perpendicular width "

