@@ -130,7 +130,7 @@ class MLPCalculator(Calculator):
         n = len(atoms)
         graph = graph_from_neighbors(
             atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
-            i, j, S, dtype=self.dtype, device=self.device)
+            i, j, S, dtype=self.dtype, device=self.device, pbc=atoms.pbc[None])
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         self.results = self._evaluate(graph, [atoms], want_stress)[0]
 
@@ -158,7 +158,7 @@ class MLPCalculator(Calculator):
             np.concatenate([a.positions for a in images]),
             np.stack([a.cell.array for a in images]),
             np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
-            dtype=self.dtype, device=self.device)
+            dtype=self.dtype, device=self.device, pbc=np.stack([a.pbc for a in images]))
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         return self._evaluate(graph, images, want_stress, strict_stress=False)
 

@@ -375,6 +375,10 @@ class LammpsEvaluator:
         Masses do not affect energies or forces.
     extra_commands : sequence of str
         LAMMPS commands issued after ``pair_coeff`` (e.g. ``"pair_modify shift yes"``).
+    atom_style : {"atomic", "charge"}
+        ``"charge"`` gives every atom the charge ``atoms.get_initial_charges()``
+        (e), for Coulomb styles (``coul/long`` with ``kspace_style`` in
+        ``extra_commands``, ``fix efield``).
     threads : int
         OpenMP threads. With ``threads > 1`` and the OPENMP package present,
         ``package omp <threads>`` and ``suffix omp`` are used (styles without an
@@ -397,8 +401,12 @@ class LammpsEvaluator:
         *,
         masses: Sequence[float] | None = None,
         extra_commands: Sequence[str] = (),
+        atom_style: str = "atomic",
         threads: int = 1,
     ):
+        if atom_style not in ("atomic", "charge"):
+            raise ValueError(f"atom_style must be 'atomic' or 'charge', got {atom_style!r}")
+        self.atom_style = atom_style
         lammps = _import_lammps()
         self._lammps_module = lammps
         self.pair_style, self.pair_coeffs, self.elements, self.masses = pair_definition(
@@ -455,7 +463,8 @@ class LammpsEvaluator:
                 f"element {exc.args[0]!r} is not among the LAMMPS types {self.elements}"
             ) from None
         frame = _Frame(atoms)
-        cmds = ["clear", "units metal", "atom_style atomic", "atom_modify map array sort 0 0.0"]
+        cmds = ["clear", "units metal", f"atom_style {self.atom_style}",
+                "atom_modify map array sort 0 0.0"]
         if self.omp_active:
             cmds += [f"package omp {self.threads}", "suffix omp"]
         cmds += [
@@ -474,6 +483,10 @@ class LammpsEvaluator:
                 raise RuntimeError(
                     f"LAMMPS created {self.lmp.get_natoms()} of {n} atoms (atoms outside the box?)"
                 )
+            if self.atom_style == "charge":
+                ids = np.array(self.lmp.numpy.extract_atom("id")[:n], dtype=np.int64)
+                q = np.asarray(atoms.get_initial_charges(), dtype=np.float64)
+                self.lmp.numpy.extract_atom("q")[:n] = q[ids - 1]
         cmds = [f"pair_style {self.pair_style}", *self.pair_coeffs, *self.extra_commands]
         cmds += ["neighbor 1.0 bin", "neigh_modify every 1 delay 0 check yes"]
         if observables:

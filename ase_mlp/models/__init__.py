@@ -2,6 +2,7 @@
 
 from ase_mlp.models.base import MODEL_REGISTRY, Model, register_model
 from ase_mlp.models.committee import Committee
+from ase_mlp.models.electrostatics import Electrostatics
 from ase_mlp.models.snap import NNSNAP, LinearSNAP, QuadraticSNAP
 from ase_mlp.models.sum import SumModel
 
@@ -20,4 +21,4 @@ def load(path, **kwargs):
 
 
 __all__ = ["Model", "MODEL_REGISTRY", "register_model", "LinearSNAP", "QuadraticSNAP",
-           "NNSNAP", "SumModel", "Committee", "ZBL", "load"]
+           "NNSNAP", "SumModel", "Committee", "Electrostatics", "ZBL", "load"]

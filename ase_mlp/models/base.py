@@ -41,6 +41,10 @@ class Model(torch.nn.Module):
     elements: list[str]
     #: energy/length units of the model (ASE's)
     units: ClassVar[dict] = {"energy": "eV", "length": "Angstrom"}
+    #: True when the energy is a sum over edges within the cutoffs (:meth:`compute`).
+    #: Models with reciprocal-space terms (Electrostatics) set False and implement
+    #: :meth:`forward` only; :class:`SumModel` adds their results.
+    edge_decomposable: ClassVar[bool] = True
 
     # -- description -----------------------------------------------------
     def pair_cutoffs(self) -> np.ndarray:

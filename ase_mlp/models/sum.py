@@ -20,7 +20,14 @@ class SumModel(CompositeModel):
     def _too_few(self, n: int) -> str:
         return "SumModel needs at least one model"
 
+    @property
+    def edge_decomposable(self) -> bool:
+        return all(m.edge_decomposable for m in self.models)
+
     def compute(self, graph, vectors, need_gradient):
+        if not self.edge_decomposable:
+            raise TypeError("this SumModel has members with reciprocal-space terms "
+                            "(e.g. Electrostatics): call it (forward), not compute()")
         energies, grad = None, None
         for m in self.models:
             e, g = m.compute(graph, vectors, need_gradient)
@@ -34,19 +41,20 @@ class SumModel(CompositeModel):
         return any(isinstance(m, Committee) for m in self.models)
 
     def forward(self, graph, forces: bool = True, stress: bool = True) -> dict:
-        """As :meth:`Model.forward`; with a Committee member, also its spread.
+        """As :meth:`Model.forward`; members with long-range terms add their own results.
 
-        Fixed members (e.g. ZBL) add the same amount to every committee member,
-        so the spread (``energy_std``, ``forces_std``, ``virial_std``) is the
+        With a Committee member, also its spread: fixed members (ZBL,
+        Electrostatics) add the same amount to every committee member, so the
+        spread (``energy_std``, ``forces_std``, ``virial_std``) is the
         committee's own (several committees: variances add).
         """
-        if not self.has_committee:
+        if not self.has_committee and self.edge_decomposable:
             return super().forward(graph, forces=forces, stress=stress)
         vectors = graph.edge_vectors()
         need = forces or stress
         energies, grad = None, None
         for m in self.models:
-            if isinstance(m, Committee):
+            if isinstance(m, Committee) or not m.edge_decomposable:
                 continue
             e, g = m.compute(graph, vectors, need)
             energies = e if energies is None else energies + e
@@ -58,12 +66,15 @@ class SumModel(CompositeModel):
             out = assemble(graph, vectors, energies, grad, forces=forces, stress=stress)
         var = {}
         for m in self.models:
-            if not isinstance(m, Committee):
+            if isinstance(m, Committee):
+                res = m.forward(graph, forces=forces, stress=stress)
+                for k in ("energy_std", "forces_std", "virial_std"):
+                    if k in res:
+                        var[k] = var.get(k, 0) + res.pop(k) ** 2
+            elif not m.edge_decomposable:
+                res = m.forward(graph, forces=forces, stress=stress)
+            else:
                 continue
-            res = m.forward(graph, forces=forces, stress=stress)
-            for k in ("energy_std", "forces_std", "virial_std"):
-                if k in res:
-                    var[k] = var.get(k, 0) + res.pop(k) ** 2
             out = res if out is None else {k: out[k] + res[k] for k in out}
         out.update({k: v.sqrt() for k, v in var.items()})
         return out

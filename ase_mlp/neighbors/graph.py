@@ -27,6 +27,7 @@ class Graph:
     edge_index : (2, n_edges) long tensor, rows ``i`` (centre) and ``j`` (neighbour).
     shifts : (n_edges, 3) float tensor of integer cell shifts.
     n_systems : number of structures.
+    pbc : (n_systems, 3) bool tensor, or None (unknown: a 3D cell counts as periodic).
     """
 
     positions: torch.Tensor
@@ -36,6 +37,7 @@ class Graph:
     edge_index: torch.Tensor
     shifts: torch.Tensor
     n_systems: int
+    pbc: torch.Tensor | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -79,6 +81,7 @@ def graph_from_neighbors(
     *,
     dtype: torch.dtype = torch.float64,
     device=None,
+    pbc=None,
 ) -> Graph:
     """Assemble a :class:`Graph` from numpy arrays (global atom indices)."""
     n_systems = int(cells.shape[0])
@@ -93,6 +96,8 @@ def graph_from_neighbors(
         ),
         shifts=torch.as_tensor(np.asarray(shifts, dtype=np.float64), dtype=dtype, device=device),
         n_systems=n_systems,
+        pbc=None if pbc is None else torch.as_tensor(
+            np.asarray(pbc, dtype=bool).reshape(n_systems, 3), device=device),
     )
 
 
