@@ -1,5 +1,5 @@
-"""Command line: ``ase-mlp demo | md | analyze | eval | fit | phonons | neb | elastic | convert
-| info``."""
+"""Command line: ``ase-mlp demo | md | analyze | eval | fit | phonons | neb | elastic |
+locality | convert | info``."""
 
 from __future__ import annotations
 
@@ -450,6 +450,62 @@ def cmd_elastic(args) -> int:
     return 0
 
 
+def cmd_locality(args) -> int:
+    """Force locality test: |dF| on central atoms when atoms beyond R are perturbed."""
+    import json
+
+    from ase.io import read
+
+    from ase_mlp.workflows.locality import locality_test, plot_locality
+
+    say = (lambda *a: None) if args.quiet else print
+    out = pathlib.Path(args.output) if args.output else None
+    if out is not None and out.suffix.lower() not in (".json", ".csv"):
+        raise ValueError(f"--output must end in .json or .csv, got {out.name}")
+    atoms = _read_structure(args.structure)
+    mode = "random"
+    if args.snapshots:
+        mode = read(args.snapshots, index=":")
+    if args.repeat:
+        atoms = atoms.repeat(tuple(args.repeat))
+        if args.snapshots:
+            mode = [s.repeat(tuple(args.repeat)) for s in mode]
+    calc = _calculator(args.model, args.device, args.dtype)
+    missing = set(atoms.get_chemical_symbols()) - set(calc.elements)
+    if missing:
+        raise ValueError(f"{args.structure}: the model covers {calc.elements}, not "
+                         f"{sorted(missing)}")
+    res = locality_test(atoms, calc, args.radii, center=args.center, delta=args.delta,
+                        trials=args.trials, rng=args.seed, mode=mode,
+                        batch_size=args.batch_size, progress=not args.quiet)
+    say(f"{len(atoms)} atoms, centre(s) {res.centers.tolist()}, {res.values.shape[1]} "
+        f"trials ({res.mode}, displacement {res.delta:g} Å), model cutoff "
+        f"{calc.model.cutoff:.3f} Å")
+    say(f"{'R (Å)':>8} {'perturbed':>9} {'RMS |dF| (eV/Å)':>16} {'max |dF| (eV/Å)':>16}")
+    for r, npert, rms, mx in zip(res.radii, res.n_perturbed.mean(axis=1), res.rms, res.max,
+                                 strict=True):
+        say(f"{r:8.3f} {npert:9.0f} {rms:16.6e} {mx:16.6e}")
+    if res.zero_beyond is not None:
+        say(f"exactly zero expected beyond R = {res.zero_beyond:.4f} Å (interaction range "
+            f"+ displacement)")
+    if args.tol is not None:
+        rc = res.suggest_cutoff(args.tol)
+        say(f"RMS below {args.tol:g} eV/Å from R = {rc:g} Å on" if rc is not None else
+            f"RMS not below {args.tol:g} eV/Å at the largest radius")
+    if out is not None:
+        if out.suffix.lower() == ".json":
+            doc = res.as_dict() | {"structure": str(args.structure), "seed": args.seed,
+                                   "model": [str(m) for m in args.model] or "default"}
+            out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        else:
+            _write_csv(out, ["R_A", "rms_eV_per_A", "max_eV_per_A", "n_perturbed"],
+                       [res.radii, res.rms, res.max, res.n_perturbed.mean(axis=1)])
+        say(f"wrote {out}")
+    if args.plot and _plot_or_note(plot_locality, res, args.plot):
+        say(f"wrote {args.plot}")
+    return 0
+
+
 def _plot_eos(eos: dict, path) -> None:
     try:
         from matplotlib.figure import Figure
@@ -503,6 +559,31 @@ def cmd_info(args) -> int:
     print(f"elements: {calc.elements}")
     print(f"cutoff: {calc.model.cutoff} Å")
     print(f"parameters: {sum(p.numel() for p in calc.model.parameters())}")
+    return 0
+
+
+def cmd_ipi_driver(args) -> int:
+    """Serve an i-PI simulation (plain or batched socket protocol) with an ase_mlp model."""
+    from ase_mlp.ipi import IPIDriver, IPIProtocolError, IPITimeout, ServerDisconnected
+
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    atoms = _read_structure(args.structure) if args.structure else None
+    calc = _calculator(args.model, args.device, args.dtype)
+    driver = IPIDriver(calc, atoms, unix=args.unix, inet=args.inet,
+                       connections=args.connections, batched=not args.unbatched,
+                       max_batch=args.max_batch, use_stress=False if args.no_stress else None,
+                       sockets_prefix=args.sockets_prefix,
+                       connect_timeout=args.connect_timeout, idle_timeout=args.timeout,
+                       reconnect=args.reconnect, log=say)
+    say(f"ipi-driver: {calc.model.__class__.__name__} for {calc.elements} on {calc.device}, "
+        f"{'batched' if not args.unbatched else 'one structure per call'}")
+    try:
+        st = driver.serve()
+    except (ServerDisconnected, IPITimeout, IPIProtocolError) as err:
+        print(f"ase-mlp ipi-driver: error: {err}", file=sys.stderr, flush=True)
+        return 1
+    say(f"ipi-driver: done, {st.structures} structures in {st.model_calls} model calls, "
+        f"{st.compute_s:.2f} s computing, {st.wait_s:.2f} s waiting for i-PI")
     return 0
 
 
@@ -678,6 +759,34 @@ def build_parser() -> argparse.ArgumentParser:
     relax_opts(el)
     el.set_defaults(func=cmd_elastic)
 
+    lo = sub.add_parser("locality", help="force locality test: change of the force on a "
+                        "central atom when atoms beyond R are perturbed")
+    common(lo)
+    lo.add_argument("structure", help="structure (any format ASE reads; last frame)")
+    lo.add_argument("--radii", type=float, nargs="+", required=True, metavar="R",
+                    help="radii R (Å); periodic widths must exceed 2 (max R + cutoff)")
+    lo.add_argument("--delta", type=float, default=0.1,
+                    help="length of the random displacements (Å)")
+    lo.add_argument("--trials", type=int, default=None,
+                    help="trials (default 10; with --snapshots all frames)")
+    lo.add_argument("--center", type=int, nargs="+", default=[0], metavar="I",
+                    help="central atom index (or several)")
+    lo.add_argument("--snapshots", metavar="TRAJ",
+                    help="thermal snapshots of the same atoms and cell (one per trial) "
+                         "instead of random displacements")
+    lo.add_argument("--repeat", type=int, nargs=3, metavar=("NA", "NB", "NC"),
+                    help="build this supercell of the structure (and snapshots) first")
+    lo.add_argument("--seed", type=int, default=0, help="random seed")
+    lo.add_argument("--tol", type=float, default=None,
+                    help="print the smallest tested R from which the RMS stays below TOL "
+                         "(eV/Å)")
+    lo.add_argument("--batch-size", type=int, default=None,
+                    help="structures per model call (default: ~20 000 atoms per call)")
+    lo.add_argument("--output", help="write the results: .json (all values) or .csv")
+    lo.add_argument("--plot", metavar="PNG", help="plot |dF| against R (needs matplotlib)")
+    lo.add_argument("--quiet", action="store_true")
+    lo.set_defaults(func=cmd_locality)
+
     c = sub.add_parser("convert", help="convert model files (ours <-> LAMMPS SNAP / ML-IAP)")
     c.add_argument("--inputs", nargs="+", required=True)
     c.add_argument("--outputs", nargs="+", required=True)
@@ -686,6 +795,35 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe a model")
     common(i)
     i.set_defaults(func=cmd_info)
+
+    ip = sub.add_parser("ipi-driver", help="i-PI socket driver: evaluates all beads of a "
+                        "step in one batched model call (see docs/ipi.md)")
+    common(ip)
+    where = ip.add_mutually_exclusive_group(required=True)
+    where.add_argument("--unix", metavar="NAME",
+                       help="i-PI unix socket name (the <address> of its ffsocket)")
+    where.add_argument("--inet", metavar="HOST:PORT", help="i-PI TCP socket")
+    ip.add_argument("--structure", metavar="FILE",
+                    help="the structure i-PI simulates (atom names and order; any format ASE "
+                         "reads); optional for one-element models")
+    ip.add_argument("--connections", type=int, default=1,
+                    help="connections to open from this process (their beads are batched)")
+    ip.add_argument("--unbatched", action="store_true",
+                    help="one model call per structure (default: all waiting beads at once)")
+    ip.add_argument("--max-batch", type=int, default=None,
+                    help="at most this many structures per model call")
+    ip.add_argument("--no-stress", action="store_true", help="send a zero virial")
+    ip.add_argument("--sockets-prefix", default="/tmp/ipi_",
+                    help="prefix of unix socket files (i-PI's sockets_prefix)")
+    ip.add_argument("--connect-timeout", type=float, default=60.0,
+                    help="seconds to wait for the server at start-up")
+    ip.add_argument("--timeout", type=float, default=None,
+                    help="give up after this many seconds without a message (default: never)")
+    ip.add_argument("--reconnect", type=float, default=0.0,
+                    help="when the server goes away without EXIT, try to reconnect for this "
+                         "many seconds (e.g. while i-PI restarts); default: stop at once")
+    ip.add_argument("--quiet", action="store_true")
+    ip.set_defaults(func=cmd_ipi_driver)
     return p
 
 

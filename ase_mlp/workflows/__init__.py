@@ -5,6 +5,7 @@
 * :mod:`~ase_mlp.workflows.neb`: nudged elastic band with batched image evaluation.
 * :mod:`~ase_mlp.workflows.phonons`: phonopy finite-displacement phonons (batched forces).
 * :mod:`~ase_mlp.workflows.md`: MD with Langevin/Bussi/QTB thermostats, checkpoints, restarts.
+* :mod:`~ase_mlp.workflows.locality`: force locality test (perturb atoms beyond R).
 """
 
 from ase_mlp.workflows.elastic import (
@@ -12,6 +13,12 @@ from ase_mlp.workflows.elastic import (
     equation_of_state,
     evaluate_many,
     voigt_strain_tensor,
+)
+from ase_mlp.workflows.locality import (
+    LocalityResult,
+    locality_test,
+    plot_locality,
+    suggest_cutoff,
 )
 from ase_mlp.workflows.md import run_md
 from ase_mlp.workflows.neb import BatchedNEB, run_neb
@@ -29,20 +36,33 @@ from ase_mlp.workflows.phonons import compute_forces, phonon_summary, phonons
 
 __all__ = [
     "BatchedNEB",
+    "LocalityResult",
     "compute_forces",
     "elastic_constants",
     "enthalpy_per_atom",
     "equation_of_state",
     "evaluate_many",
+    "locality_test",
     "phase_enthalpies",
     "phonon_summary",
     "phonons",
+    "plot_locality",
     "relax_at_pressure",
     "rocksalt",
     "run_md",
     "run_neb",
+    "suggest_cutoff",
     "voigt_strain_tensor",
     "wurtzite",
     "wurtzite_parameters",
     "zincblende",
 ]
+
+# defect formation energy versus a static applied field
+from ase_mlp.workflows.field_defects import (  # noqa: E402
+    FieldDefectResult,
+    defect_energy_vs_field,
+)
+
+
+__all__ += ["FieldDefectResult", "defect_energy_vs_field"]
