@@ -69,15 +69,30 @@ def pair_correction(r: torch.Tensor, density: str, wi: torch.Tensor, wj: torch.T
     raise ValueError(f"unknown charge density {density!r}; choose one of {DENSITIES}")
 
 
+def _erfc_over_r(r, beta):
+    """``erfc(beta r) / r`` and its radial derivative."""
+    e = torch.erfc(beta * r) / r
+    return e, -e / r - (2 * beta / math.sqrt(math.pi)) * torch.exp(-(beta * r) ** 2) / r
+
+
 def pair_kernel(r, alpha, density, wi, wj, *, periodic: bool):
     """Real-space kernel and its radial derivative: ``erfc(alpha r)/r + c(r)`` (periodic,
-    Ewald) or ``1/r + c(r)`` (open), with ``c`` the smearing correction."""
-    with torch.enable_grad():
-        x = r.detach().requires_grad_(True)
-        base = torch.erfc(alpha * x) / x if periodic else 1.0 / x
-        phi = base + pair_correction(x, density, wi, wj)
-        (dphi,) = torch.autograd.grad(phi.sum(), x)
-    return phi.detach(), dphi
+    Ewald) or ``1/r + c(r)`` (open), with ``c`` the smearing correction (analytic for
+    point and Gaussian charges, automatic differentiation for Slater clouds)."""
+    if periodic:
+        phi, dphi = _erfc_over_r(r, alpha)
+    else:
+        phi, dphi = 1.0 / r, -1.0 / (r * r)
+    if density == "gaussian":
+        c, dc = _erfc_over_r(r, 1.0 / (math.sqrt(2.0) * torch.sqrt(wi * wi + wj * wj)))
+        phi, dphi = phi - c, dphi - dc
+    elif density != "point" and r.numel():
+        with torch.enable_grad():
+            x = r.detach().requires_grad_(True)
+            c = pair_correction(x, density, wi, wj)
+            (dc,) = torch.autograd.grad(c.sum(), x)
+        phi, dphi = phi + c.detach(), dphi + dc
+    return phi, dphi
 
 
 def self_energy(q: torch.Tensor, density: str, w: torch.Tensor) -> torch.Tensor:
@@ -178,52 +193,6 @@ def ewald_background(q, cell, alpha: float):
     e = -math.pi * total * q / (2 * vol * alpha * alpha)
     w = e[:, None, None] * torch.eye(3, dtype=q.dtype, device=q.device)
     return e, w
-
-
-# ---------------------------------------------------------------- PME (torch-pme)
-def pme_kspace(positions, cell, q, alpha: float, *, mesh_spacing: float,
-               interpolation_nodes: int, virial: bool = True):
-    """Smooth particle-mesh Ewald reciprocal part (plus the Ewald self term and the
-    background of a charged cell) through the ``torch-pme`` library, with forces
-    and the virial by automatic differentiation (positions and cell strained together).
-
-    Returns per-atom energies (units of ``k_e``, *including* ``-alpha q^2 / sqrt(pi)``),
-    forces and per-atom virials (the total virial, split by the per-atom energies'
-    k-space share is not defined: each atom gets ``W / n``).
-    """
-    try:
-        import torchpme
-    except ImportError:  # pragma: no cover - exercised without torch-pme
-        raise ImportError(
-            "method='pme' needs the torch-pme library: pip install torch-pme "
-            "(or use method='ewald')") from None
-    n = positions.shape[0]
-    smearing = 1.0 / (math.sqrt(2.0) * alpha)
-    pot = torchpme.CoulombPotential(smearing=smearing).to(dtype=positions.dtype,
-                                                         device=positions.device)
-    calc = torchpme.PMECalculator(pot, mesh_spacing=mesh_spacing,
-                                  interpolation_nodes=interpolation_nodes)
-    calc.to(dtype=positions.dtype, device=positions.device)
-    with torch.enable_grad():
-        strain = torch.zeros((3, 3), dtype=positions.dtype, device=positions.device,
-                             requires_grad=virial)
-        pos = positions.detach().requires_grad_(True)
-        deform = torch.eye(3, dtype=positions.dtype, device=positions.device) + strain
-        p = pos @ deform
-        c = cell @ deform
-        empty_i = torch.zeros((0, 2), dtype=torch.long, device=positions.device)
-        empty_d = positions.new_zeros(0)
-        phi = calc(q[:, None], c, p, empty_i, empty_d)[:, 0]
-        energies = q * phi
-        grads = torch.autograd.grad(energies.sum(), [pos, strain] if virial else [pos])
-    forces = -grads[0]
-    atom_w = None
-    if virial:
-        w = -grads[1]
-        atom_w = (w / n).expand(n, 3, 3).clone()
-    # torch-pme subtracts the Gaussian self term q^2 sqrt(2/pi)/smearing / 2 = alpha q^2/sqrt(pi)
-    # per atom, exactly Ewald's; and adds the charged-cell background.
-    return energies.detach(), forces, atom_w
 
 
 # ---------------------------------------------------------------- open systems

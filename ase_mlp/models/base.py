@@ -160,15 +160,21 @@ def assemble(
         f.index_add_(0, j, -edge_grad)
         out["forces"] = f
     if stress:
-        w = -vectors.unsqueeze(2) * edge_grad.unsqueeze(1)  # (E,3,3): -r_a g_b
-        # Symmetrised per edge, so per-atom virials rotate as tensors. LAMMPS's
-        # stress/atom keeps the upper triangle of r (x) F instead (xy = dx*fy ...),
-        # which depends on the frame for many-body potentials; in LAMMPS's own
-        # frame the diagonals and the totals are identical to ours.
-        w = 0.5 * (w + w.transpose(1, 2))
+        # w_ab = -(r_a g_b + r_b g_a) / 2 per edge, half to each end. Symmetrised per
+        # edge, so per-atom virials rotate as tensors. LAMMPS's stress/atom keeps the
+        # upper triangle of r (x) F instead (xy = dx*fy ...), which depends on the frame
+        # for many-body potentials; in LAMMPS's own frame the diagonals and the totals
+        # are identical to ours. Built one component at a time: an (E, 3, 3) tensor
+        # per edge would be the largest allocation of big systems.
         atom_w = vectors.new_zeros((n_atoms, 3, 3))
-        atom_w.index_add_(0, i, 0.5 * w)
-        atom_w.index_add_(0, j, 0.5 * w)
+        flat = atom_w.view(n_atoms, 9)
+        for a in range(3):
+            for b in range(a, 3):
+                w = -0.25 * (vectors[:, a] * edge_grad[:, b] + vectors[:, b] * edge_grad[:, a])
+                col = vectors.new_zeros(n_atoms).index_add_(0, i, w).index_add_(0, j, w)
+                flat[:, 3 * a + b] = col
+                if a != b:
+                    flat[:, 3 * b + a] = col
         out["atom_virial"] = atom_w
         out["virial"] = vectors.new_zeros((n_sys, 3, 3)).index_add_(0, graph.system, atom_w)
     return out

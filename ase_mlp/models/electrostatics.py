@@ -20,9 +20,9 @@ Conventions
   charges as the width goes to 0 or the separation grows.
 * Periodic cells (``pbc`` all True): Ewald summation, real-space cutoff
   ``cutoff`` and ``alpha``, ``k_cut`` chosen so that ``erfc(alpha r_c)`` and
-  ``exp(-k_cut^2 / 4 alpha^2)`` are below ``accuracy``; or smooth PME (the
-  ``torch-pme`` library) for large cells. Open structures (``pbc`` all False):
-  direct all-pairs sum. Mixed boundary conditions are refused.
+  ``exp(-k_cut^2 / 4 alpha^2)`` are below ``accuracy``; or smooth particle-mesh Ewald
+  (B-splines of order ``pme_order``, analytic forces and virial) for large cells. Open
+  structures (``pbc`` all False): direct all-pairs sum. Mixed boundary conditions are refused.
 * A periodic cell must be neutral, unless ``neutralize=True`` adds the uniform
   background ``-pi Q^2 / (2 V alpha^2)``.
 """
@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ase_mlp.models import _coulomb as C
+from ase_mlp.models import _pme
 from ase_mlp.models.base import Model, assemble, edges_within, register_model
 
 
@@ -82,7 +83,7 @@ class Electrostatics(Model):
         correction needs more).
     method : {"auto", "ewald", "pme", "direct"}
         ``auto``: direct sum for open structures, Ewald for periodic cells of up
-        to ``pme_threshold`` atoms, PME above (when torch-pme is installed).
+        to ``pme_threshold`` atoms, PME above.
     neutralize : bool
         Add a uniform neutralising background to charged periodic cells instead
         of raising.
@@ -90,8 +91,11 @@ class Electrostatics(Model):
         Add the self-interaction of smeared clouds to the energy.
     coulomb_constant : float
         ``e^2 / 4 pi eps0`` in eV Å.
-    mesh_spacing, interpolation_nodes : PME mesh (Å; default ``0.25 / alpha``)
-        and interpolation order (3..7).
+    mesh_spacing, pme_order : PME mesh spacing (Å along each lattice vector; default
+        ``0.26 / alpha``, 0.6 Å at the default cutoff) and B-spline order (default 8):
+        reciprocal-space forces to ~1e-6 relative (finer mesh or higher order for more).
+    pme_threshold : int
+        ``method="auto"`` uses Ewald up to this many atoms per structure, PME above.
     """
 
     edge_decomposable: ClassVar[bool] = False
@@ -100,7 +104,7 @@ class Electrostatics(Model):
                  accuracy: float = 1e-8, cutoff: float | None = None, method: str = "auto",
                  neutralize: bool = False, include_self_energy: bool = False,
                  coulomb_constant: float = C.COULOMB_CONSTANT, mesh_spacing: float | None = None,
-                 interpolation_nodes: int = 6, pme_threshold: int = 4000):
+                 pme_order: int = 8, pme_threshold: int = 500):
         super().__init__()
         if density not in C.DENSITIES:
             raise ValueError(f"density must be one of {C.DENSITIES}, got {density!r}")
@@ -151,7 +155,9 @@ class Electrostatics(Model):
         self.neutralize = bool(neutralize)
         self.include_self_energy = bool(include_self_energy)
         self.coulomb_constant = float(coulomb_constant)
-        self.interpolation_nodes = int(interpolation_nodes)
+        if not 2 <= int(pme_order) <= 12:
+            raise ValueError(f"pme_order must be between 2 and 12, got {pme_order}")
+        self.pme_order = int(pme_order)
         self.pme_threshold = int(pme_threshold)
         need = C.correction_range(density, max(w_el), min(w_el), self.accuracy)
         if cutoff is None:
@@ -165,7 +171,9 @@ class Electrostatics(Model):
                 f"at least {need:.3f} Å")
         self.real_cutoff = float(cutoff)
         self.alpha, self.kcut = C.ewald_parameters(self.accuracy, self.real_cutoff)
-        self.mesh_spacing = float(mesh_spacing) if mesh_spacing is not None else 0.25 / self.alpha
+        if mesh_spacing is not None and not (np.isfinite(mesh_spacing) and mesh_spacing > 0):
+            raise ValueError(f"mesh_spacing must be a positive length (Å), got {mesh_spacing}")
+        self.mesh_spacing = float(mesh_spacing) if mesh_spacing is not None else 0.26 / self.alpha
         self.register_buffer("q_species", torch.tensor(q_el, dtype=torch.float64),
                              persistent=False)
         self.register_buffer("w_species", torch.tensor(w_el, dtype=torch.float64),
@@ -185,7 +193,7 @@ class Electrostatics(Model):
                     cutoff=self.real_cutoff, method=self.method, neutralize=self.neutralize,
                     include_self_energy=self.include_self_energy,
                     coulomb_constant=self.coulomb_constant, mesh_spacing=self.mesh_spacing,
-                    interpolation_nodes=self.interpolation_nodes,
+                    pme_order=self.pme_order,
                     pme_threshold=self.pme_threshold)
 
     def extra_repr(self) -> str:
@@ -244,32 +252,31 @@ class Electrostatics(Model):
         energies = vectors.new_zeros(graph.n_atoms).index_add_(0, i, qq * phi)
         grad = vectors.new_zeros(vectors.shape)
         grad[idx] = (qq * dphi / r)[:, None] * vectors[idx]
-        out = assemble(graph, vectors, energies, grad, forces=True, stress=True)
+        out = assemble(graph, vectors, energies, grad, forces=True, stress=stress)
         # per-structure long-range terms
         for k, is_periodic in enumerate(periodic):
             atoms = torch.nonzero(graph.system == k).flatten()
             if len(atoms) == 0:
                 continue
             e, f, aw = self._long_range(graph.positions[atoms], graph.cells[k], q[atoms],
-                                        w[atoms], is_periodic, k)
+                                        w[atoms], is_periodic, k, stress)
             out["energies"].index_add_(0, atoms, ke * e)
             out["forces"].index_add_(0, atoms, ke * f)
-            out["atom_virial"].index_add_(0, atoms, ke * aw)
+            if stress:
+                out["atom_virial"].index_add_(0, atoms, ke * aw)
         if self.include_self_energy:
             out["energies"] += ke * C.self_energy(q, self.density, w)
         n_sys = graph.n_systems
         out["energy"] = out["energies"].new_zeros(n_sys).index_add_(0, graph.system,
                                                                    out["energies"])
-        out["virial"] = out["atom_virial"].new_zeros((n_sys, 3, 3)).index_add_(
-            0, graph.system, out["atom_virial"])
+        if stress:
+            out["virial"] = out["atom_virial"].new_zeros((n_sys, 3, 3)).index_add_(
+                0, graph.system, out["atom_virial"])
         if not forces:
             out.pop("forces")
-        if not stress:
-            out.pop("virial")
-            out.pop("atom_virial")
         return out
 
-    def _long_range(self, pos, cell, q, w, periodic: bool, k: int):
+    def _long_range(self, pos, cell, q, w, periodic: bool, k: int, stress: bool = True):
         if not periodic:
             return C.direct_sum(pos, q, self.density, w)
         total = float(q.sum())
@@ -283,21 +290,15 @@ class Electrostatics(Model):
             raise ValueError(f"method='direct' is for open structures; structure {k} is "
                              "periodic (use 'ewald', 'pme' or 'auto')")
         if method == "auto":
-            method = "pme" if len(pos) > self.pme_threshold and _have_torchpme() else "ewald"
+            method = "pme" if len(pos) > self.pme_threshold else "ewald"
         if method == "pme":
-            return C.pme_kspace(pos, cell, q, self.alpha, mesh_spacing=self.mesh_spacing,
-                                interpolation_nodes=self.interpolation_nodes)
-        e, f, aw = C.ewald_kspace(pos, cell, q, self.alpha, self.kcut)
+            e, f, aw = _pme.pme_kspace(pos, cell, q, self.alpha, mesh_spacing=self.mesh_spacing,
+                                       order=self.pme_order, virial=stress)
+        else:
+            e, f, aw = C.ewald_kspace(pos, cell, q, self.alpha, self.kcut, virial=stress)
         e = e - self.alpha / np.sqrt(np.pi) * q * q
         if self.neutralize:
             eb, wb = C.ewald_background(q, cell, self.alpha)
-            e, aw = e + eb, aw + wb
+            e = e + eb
+            aw = aw + wb if aw is not None else None
         return e, f, aw
-
-
-def _have_torchpme() -> bool:
-    try:
-        import torchpme  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -53,8 +53,11 @@ class Graph:
         i, j = self.edge_index
         if self.n_edges == 0:
             return pos.new_zeros((0, 3))
-        cell_of_edge = self.cells[self.system[i]]
-        offset = torch.bmm(self.shifts.unsqueeze(1), cell_of_edge).squeeze(1)
+        if self.n_systems == 1:  # no per-edge copy of the cell (9 floats per edge)
+            offset = self.shifts @ self.cells[0]
+        else:
+            cell_of_edge = self.cells[self.system[i]]
+            offset = torch.bmm(self.shifts.unsqueeze(1), cell_of_edge).squeeze(1)
         return pos[j] - pos[i] + offset
 
     def to(self, device=None, dtype=None) -> "Graph":
