@@ -23,3 +23,16 @@ def perpendicular_widths(cell) -> np.ndarray:
     norms = np.linalg.norm(cross, axis=1)
     with np.errstate(divide="ignore"):
         return np.where(norms > 0, vol / np.where(norms > 0, norms, 1.0), np.inf)
+
+
+def save_npz_atomic(path, arrays: dict) -> None:
+    """Write ``arrays`` to ``path`` (.npz) through a temporary file and an atomic rename,
+    so a crash never leaves a half-written checkpoint in place of a good one."""
+    import os
+    import pathlib
+
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
+    os.replace(tmp, path)

@@ -10,7 +10,6 @@ conserved quantity ``E_kin + E_pot - W``.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import warnings
 
@@ -19,6 +18,7 @@ from ase import units
 from ase.md.md import MolecularDynamics
 from ase.utils import IOContext
 
+from ase_mlp._util import save_npz_atomic
 from ase_mlp.dynamics.fields import FieldCoupling, _check_magnitude, as_field
 
 
@@ -255,10 +255,7 @@ class FieldDrivenMD(MolecularDynamics):
             "rng": np.array(json.dumps(self.rng.bit_generator.state, default=int)),
             "meta": np.array(json.dumps(self._meta())),
         }
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **state)
-        os.replace(tmp, path)
+        save_npz_atomic(path, state)
 
     def load_state(self, path) -> None:
         """Restore a :meth:`save_state` checkpoint into this (identically built) dynamics."""

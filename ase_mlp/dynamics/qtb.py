@@ -32,7 +32,6 @@ The friction stays ``gamma``. The same spectra are the leakage diagnostic of pla
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import warnings
 
@@ -40,6 +39,7 @@ import numpy as np
 from ase import units
 from ase.md.langevinbaoab import LangevinBAOAB
 
+from ase_mlp._util import save_npz_atomic
 from ase_mlp.calculators.oscillators import quantum_mode_energy
 
 
@@ -464,10 +464,7 @@ class QTB(LangevinBAOAB):
             state["force_eps"] = np.asarray(self.force_eps)
         if self.diagnostics:
             state.update(v_seg=self._v_seg, r_seg=self._r_seg, v_acc=self._v_acc)
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **state)
-        os.replace(tmp, path)
+        save_npz_atomic(path, state)
 
     def load_state(self, path) -> None:
         """Restore a :meth:`save_state` checkpoint into this (identically built) QTB."""

@@ -38,6 +38,7 @@ from ase import Atoms
 
 from ase_mlp.calculators.field import FieldCalculator
 from ase_mlp.dynamics.fields import FieldCoupling, _check_max_field, _direction
+from ase_mlp.workflows.phases import _optimizer_class
 
 
 __all__ = ["FieldDefectResult", "defect_energy_vs_field"]
@@ -73,17 +74,6 @@ class FieldDefectResult:
     chemical_potential_term: float
     delta_n: dict = field(default_factory=dict)
     reference: str = "initial"
-
-
-def _optimizer_class(optimizer):
-    if not isinstance(optimizer, str):
-        return optimizer
-    import ase.optimize
-
-    try:
-        return getattr(ase.optimize, optimizer)
-    except AttributeError:
-        raise ValueError(f"unknown ASE optimizer {optimizer!r}") from None
 
 
 def _charges_pair(charges, pristine, defective):
