@@ -567,6 +567,10 @@ def cmd_ipi_driver(args) -> int:
     from ase_mlp.ipi import IPIDriver, IPIProtocolError, IPITimeout, ServerDisconnected
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     atoms = _read_structure(args.structure) if args.structure else None
     calc = _calculator(args.model, args.device, args.dtype)
     driver = IPIDriver(calc, atoms, unix=args.unix, inet=args.inet,
@@ -582,6 +586,9 @@ def cmd_ipi_driver(args) -> int:
     except (ServerDisconnected, IPITimeout, IPIProtocolError) as err:
         print(f"ase-mlp ipi-driver: error: {err}", file=sys.stderr, flush=True)
         return 1
+    except KeyboardInterrupt:
+        print("ase-mlp ipi-driver: interrupted", file=sys.stderr, flush=True)
+        return 130
     say(f"ipi-driver: done, {st.structures} structures in {st.model_calls} model calls, "
         f"{st.compute_s:.2f} s computing, {st.wait_s:.2f} s waiting for i-PI")
     return 0
@@ -822,6 +829,8 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--reconnect", type=float, default=0.0,
                     help="when the server goes away without EXIT, try to reconnect for this "
                          "many seconds (e.g. while i-PI restarts); default: stop at once")
+    ip.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads of this process (default: torch's choice)")
     ip.add_argument("--quiet", action="store_true")
     ip.set_defaults(func=cmd_ipi_driver)
     return p
