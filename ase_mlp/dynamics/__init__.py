@@ -26,3 +26,9 @@ from ase_mlp.dynamics.fields import (  # noqa: E402
 
 __all__ += ["FieldDrivenMD", "GaussianPulse", "StaticField", "SumField", "as_field",
             "thz_to_angular"]
+
+# cell metadynamics (methods section 2)
+from ase_mlp.dynamics.metad import CellMetadynamics  # noqa: E402
+
+
+__all__ += ["CellMetadynamics"]
