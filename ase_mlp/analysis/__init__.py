@@ -4,6 +4,9 @@
   coefficients with error bars, reordered (permutation-invariant) MSD.
 * :mod:`~ase_mlp.analysis.structure`: partial and total RDFs (ASE/LAMMPS normalisation),
   coordination numbers, bond-angle distributions.
+* :mod:`~ase_mlp.analysis.phases`: per-atom coordination numbers, phase labels (zincblende /
+  wurtzite / rocksalt / CsCl, diamond / beta-tin), nuclei of a new phase, X-ray powder
+  patterns, metadynamics plots (matplotlib on demand).
 * :mod:`~ase_mlp.analysis.spectra`: mass-weighted vibrational density of states, zero-point
   and effective quantum temperatures.
 * :mod:`~ase_mlp.analysis.plots`: optional matplotlib figures (imported on demand, not
@@ -20,6 +23,24 @@ from ase_mlp.analysis.diffusion import (
     msd_blocks,
     reordered_msd,
     unwrap_positions,
+)
+from ase_mlp.analysis.phases import (
+    AB_PHASES,
+    GROUP14_PHASES,
+    Coordination,
+    PhaseLabels,
+    PowderPattern,
+    coordination_numbers,
+    default_cutoffs,
+    find_nuclei,
+    form_factor,
+    nucleus_sizes,
+    phase_labels,
+    plot_metad,
+    powder_pattern,
+    read_metad_log,
+    xrd_along_trajectory,
+    xrd_pattern,
 )
 from ase_mlp.analysis.spectra import (
     HBAR_EV_FS,
@@ -54,4 +75,21 @@ __all__ = [
     "unwrap_positions",
     "vdos",
     "zero_point_temperature",
+    # phases: coordination, phase labels, nuclei, XRD, metadynamics plot
+    "AB_PHASES",
+    "GROUP14_PHASES",
+    "Coordination",
+    "PhaseLabels",
+    "PowderPattern",
+    "coordination_numbers",
+    "default_cutoffs",
+    "find_nuclei",
+    "form_factor",
+    "nucleus_sizes",
+    "phase_labels",
+    "plot_metad",
+    "powder_pattern",
+    "read_metad_log",
+    "xrd_along_trajectory",
+    "xrd_pattern",
 ]
