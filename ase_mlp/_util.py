@@ -36,3 +36,11 @@ def save_npz_atomic(path, arrays: dict) -> None:
     with open(tmp, "wb") as fh:
         np.savez(fh, **arrays)
     os.replace(tmp, path)
+
+
+def check_checkpoint_meta(path, saved: dict, mine: dict, what: str) -> None:
+    """Raise ValueError naming every setting in which a checkpoint differs from ``mine``."""
+    diff = {k: (saved.get(k), v) for k, v in mine.items() if saved.get(k) != v}
+    if diff:
+        raise ValueError(f"checkpoint {path} does not match this {what}: "
+                         + ", ".join(f"{k} {a} (file) vs {b}" for k, (a, b) in diff.items()))

@@ -18,7 +18,7 @@ from ase import units
 from ase.md.md import MolecularDynamics
 from ase.utils import IOContext
 
-from ase_mlp._util import save_npz_atomic
+from ase_mlp._util import check_checkpoint_meta, save_npz_atomic
 from ase_mlp.dynamics.fields import FieldCoupling, _check_magnitude, as_field
 
 
@@ -261,11 +261,7 @@ class FieldDrivenMD(MolecularDynamics):
         """Restore a :meth:`save_state` checkpoint into this (identically built) dynamics."""
         with np.load(path, allow_pickle=False) as z:
             meta, mine = json.loads(str(z["meta"])), self._meta()
-            diff = {k: (meta.get(k), v) for k, v in mine.items() if meta.get(k) != v}
-            if diff:
-                raise ValueError(f"checkpoint {path} does not match this FieldDrivenMD: "
-                                 + ", ".join(f"{k} {a} (file) vs {b}"
-                                             for k, (a, b) in diff.items()))
+            check_checkpoint_meta(path, meta, mine, "FieldDrivenMD")
             if not np.array_equal(z["coupling"], self.coupling.array()):
                 raise ValueError(f"checkpoint {path} was written with other charges")
             t = int(z["nsteps"]) * self.dt

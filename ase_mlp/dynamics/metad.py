@@ -34,7 +34,7 @@ from ase.md.langevinbaoab import LangevinBAOAB
 from ase.md.md import MolecularDynamics
 from ase.utils import IOContext
 
-from ase_mlp._util import save_npz_atomic
+from ase_mlp._util import check_checkpoint_meta, save_npz_atomic
 
 
 __all__ = ["CellMetadynamics", "MetadynamicsLogger", "bias_gradient", "bias_value",
@@ -546,11 +546,7 @@ class CellMetadynamics(MolecularDynamics):
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             mine = self._meta()
-            diff = {k: (meta.get(k), v) for k, v in mine.items() if meta.get(k) != v}
-            if diff:
-                raise ValueError(f"checkpoint {path} does not match this CellMetadynamics: "
-                                 + ", ".join(f"{k} {a} (file) vs {b}"
-                                             for k, (a, b) in diff.items()))
+            check_checkpoint_meta(path, meta, mine, "CellMetadynamics")
             self.atoms.set_cell(z["cell"], scale_atoms=False)
             self.atoms.set_positions(z["positions"])
             self.atoms.set_momenta(z["momenta"])

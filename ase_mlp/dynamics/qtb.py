@@ -39,7 +39,7 @@ import numpy as np
 from ase import units
 from ase.md.langevinbaoab import LangevinBAOAB
 
-from ase_mlp._util import save_npz_atomic
+from ase_mlp._util import check_checkpoint_meta, save_npz_atomic
 from ase_mlp.calculators.oscillators import quantum_mode_energy
 
 
@@ -472,11 +472,7 @@ class QTB(LangevinBAOAB):
             meta = json.loads(str(z["meta"]))
             mine = {"n_f": self.n_f, "alpha": self.alpha, "natoms": len(self.atoms),
                     "groups": self.group_names, "friction": self.friction, "dt": self.dt}
-            diff = {k: (meta[k], mine[k]) for k in mine if meta.get(k) != mine[k]}
-            if diff:
-                raise ValueError(f"checkpoint {path} does not match this QTB: "
-                                 + ", ".join(f"{k} {a} (file) vs {b}"
-                                             for k, (a, b) in diff.items()))
+            check_checkpoint_meta(path, meta, mine, "QTB")
             self.atoms.set_cell(z["cell"], scale_atoms=False)
             self.atoms.set_positions(z["positions"])
             self.atoms.set_momenta(z["momenta"])

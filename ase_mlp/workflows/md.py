@@ -38,6 +38,8 @@ import time
 import numpy as np
 from ase import units
 
+from ase_mlp._util import save_npz_atomic
+
 
 THERMOSTATS = ("langevin", "bussi", "qtb", "adqtb")
 #: default friction (1/fs) per thermostat (Bussi uses ``taut_fs`` instead)
@@ -129,11 +131,7 @@ def save_checkpoint(dyn, path, thermostat) -> None:
         if dyn.externalstress is not None:
             state["p_eps"] = np.asarray(dyn.p_eps)
             state["force_eps"] = np.asarray(dyn.force_eps)
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **state)
-    os.replace(tmp, path)
+    save_npz_atomic(path, state)
 
 
 def _read_atoms_state(path, atoms, thermostat) -> int:
