@@ -37,6 +37,7 @@ __all__ = [
     "AB_PHASES",
     "GROUP14_PHASES",
     "Coordination",
+    "PhaseFingerprint",
     "PhaseLabels",
     "PowderPattern",
     "coordination_numbers",
@@ -349,6 +350,38 @@ def phase_labels(atoms: Atoms, kind: str = "AB", cutoffs=None, *,
     else:
         out[cn == 6] = names.index("beta-tin")
     return PhaseLabels(codes=out, names=names, coordination=cn)
+
+
+class PhaseFingerprint:
+    """Mean coordination and phase fractions of a structure: a metadynamics fingerprint.
+
+    Calling it on ``atoms`` returns ``{"cn_mean": ..., "f_<phase>": ...}`` with one
+    fraction per name of :data:`AB_PHASES` or :data:`GROUP14_PHASES` (spaces become
+    ``_``), e.g. ``f_cubic_diamond`` and ``f_beta-tin``; pass it as
+    ``CellMetadynamics(..., fingerprint=PhaseFingerprint("group14"))`` to log them every
+    metastep.
+
+    Parameters
+    ----------
+    kind, cutoffs, q_min
+        As in :func:`phase_labels`.
+    """
+
+    def __init__(self, kind: str = "AB", cutoffs=None, *, q_min: float = 0.8):
+        if kind not in ("AB", "group14"):
+            raise ValueError(f"kind must be 'AB' or 'group14', got {kind!r}")
+        self.kind, self.cutoffs, self.q_min = kind, cutoffs, q_min
+
+    def __call__(self, atoms: Atoms) -> dict:
+        lab = phase_labels(atoms, self.kind, self.cutoffs, q_min=self.q_min)
+        n = max(len(atoms), 1)
+        out = {"cn_mean": float(np.mean(lab.coordination)) if len(atoms) else 0.0}
+        for name, count in lab.counts().items():
+            out["f_" + name.replace(" ", "_")] = count / n
+        return out
+
+    def __repr__(self) -> str:
+        return f"PhaseFingerprint(kind={self.kind!r}, cutoffs={self.cutoffs!r})"
 
 
 # --------------------------------------------------------------------------- nuclei
@@ -678,16 +711,23 @@ def read_metad_log(path) -> dict:
     return out
 
 
-def _history_arrays(history) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _history_dict(history) -> dict:
     if isinstance(history, (str, os.PathLike)):
         history = read_metad_log(history)
     if isinstance(history, Sequence) and history and isinstance(history[0], Mapping):
-        # CellMetadynamics.history: one dict per metastep
-        history = {k: [rec[k] for rec in history] for k in history[0]}
+        # CellMetadynamics.history: one dict per metastep; its fingerprints become columns
+        recs = list(history)
+        history = {k: [rec[k] for rec in recs] for k in recs[0] if k != "fingerprint"}
+        for key in recs[0].get("fingerprint") or {}:
+            history[key] = [rec["fingerprint"][key] for rec in recs]
     if not isinstance(history, Mapping):
         raise ValueError("history must be a dict of arrays, a list of per-metastep dicts "
                          "(CellMetadynamics.history) or a path to a log file")
-    h = {_ALIASES.get(k.lower(), k.lower()): v for k, v in history.items()}
+    return {_ALIASES.get(k.lower(), k.lower()): v for k, v in history.items()}
+
+
+def _history_arrays(history) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    h = _history_dict(history)
     if "enthalpy" not in h:
         raise ValueError(f"history needs 'enthalpy', has {sorted(h)}")
     enth = np.asarray(h["enthalpy"], dtype=np.float64)
@@ -703,15 +743,30 @@ def _history_arrays(history) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return step, enth, vol, cv
 
 
+def _fractions(history) -> dict:
+    """Phase-fraction columns ``f_<phase>`` (PhaseFingerprint) that are ever non-zero."""
+    h = _history_dict(history)
+    out = {}
+    for k, v in h.items():
+        if k.startswith("f_"):
+            arr = np.asarray(v, dtype=np.float64)
+            if np.any(arr > 0):
+                out[k[2:].replace("_", " ")] = arr
+    return out
+
+
 def plot_metad(history, path=None, *, cv_labels: Sequence[str] | None = None):
-    """Enthalpy, volume and collective variables versus metastep.
+    """Enthalpy, volume, collective variables and phase fractions versus metastep.
+
+    Phase fractions (``f_<phase>`` entries of a :class:`PhaseFingerprint`, in the history's
+    fingerprints or the log's columns) get a panel of their own when any is non-zero.
 
     Parameters
     ----------
     history : dict or path
         ``{"metastep": (n,), "enthalpy": (n,) eV, "volume": (n,) Å^3, "cv": (n, 6)}`` (or
         ``"cv1"`` ... ``"cv6"`` instead of ``"cv"``; ``metastep`` defaults to 0..n-1, volume
-        and CVs are optional), or a whitespace log with a header line
+        and CVs are optional), ``CellMetadynamics.history``, or a whitespace log with a header line
         ``# metastep H[eV] V[A^3] cv1 ... cv6`` (see :func:`read_metad_log`).
     path : str or path-like, optional
         Save the figure there (format from the suffix, e.g. ``.png``).
@@ -728,7 +783,8 @@ def plot_metad(history, path=None, *, cv_labels: Sequence[str] | None = None):
     except ImportError as err:  # pragma: no cover
         raise ImportError("plot_metad needs matplotlib: pip install matplotlib") from err
     step, enth, vol, cv = _history_arrays(history)
-    panels = 1 + (vol is not None) + (cv.shape[1] > 0)
+    fractions = _fractions(history)
+    panels = 1 + (vol is not None) + (cv.shape[1] > 0) + bool(fractions)
     fig = Figure(figsize=(6.0, 2.2 * panels), layout="constrained")
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     axes[0].plot(step, enth, "o-", ms=3)
@@ -744,6 +800,13 @@ def plot_metad(history, path=None, *, cv_labels: Sequence[str] | None = None):
             axes[k].plot(step, cv[:, m], "-", label=labels[m])
         axes[k].set_ylabel("CV")
         axes[k].legend(ncol=min(cv.shape[1], 6), fontsize="small")
+        k += 1
+    if fractions:
+        for name, frac in fractions.items():
+            axes[k].plot(step, frac, "-", label=name)
+        axes[k].set_ylabel("fraction")
+        axes[k].set_ylim(-0.02, 1.02)
+        axes[k].legend(ncol=min(len(fractions), 4), fontsize="small")
     axes[-1].set_xlabel("metastep")
     if path is not None:
         fig.savefig(path)

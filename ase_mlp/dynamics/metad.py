@@ -38,14 +38,17 @@ from ase_mlp._util import check_checkpoint_meta, save_npz_atomic
 
 
 __all__ = ["CellMetadynamics", "MetadynamicsLogger", "bias_gradient", "bias_value",
-           "cell_from_cv", "cv_force", "cv_from_cell", "driving_force", "metastep",
-           "metastep_walk"]
+           "cell_from_cv", "cv_force", "cv_from_cell", "cv_hessian", "cv_scaling",
+           "driving_force", "metastep", "metastep_walk"]
 
 _CV_MODES = ("triangular", "symmetric")
 _TRI_IDX = ((0, 0), (1, 0), (1, 1), (2, 0), (2, 1), (2, 2))
 _SYM_IDX = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 #: |P| above this (eV/Å³, = 160 GPa) is taken as a pressure given in GPa by mistake
 _MAX_PRESSURE = 1.0
+#: scaled CVs: Hessian eigenvalues are floored at this fraction of the largest one
+HESSIAN_FLOOR = 1e-2
+_THERMOSTATS = ("langevin", "bussi", "relax", None)
 
 
 # -----------------------------------------------------------------------------
@@ -198,6 +201,87 @@ def cv_force(cell, dGdA, mode: str = "triangular") -> np.ndarray:
     return np.array([F[i, j] if i == j else F[i, j] + F[j, i] for i, j in _SYM_IDX])
 
 
+def _static_cv_force(atoms, s, mode: str, pressure: float) -> np.ndarray:
+    """``-dG/ds`` from the static stress of ``atoms`` with its cell set to ``s`` (a copy)."""
+    trial = atoms.copy()
+    trial.calc = atoms.calc
+    cell = cell_from_cv(s, mode)
+    trial.set_cell(cell, scale_atoms=True)
+    p = -trial.get_stress(voigt=False)
+    return cv_force(cell, driving_force(cell, p, pressure), mode)
+
+
+def cv_hessian(atoms, pressure: float, mode: str = "triangular", delta: float = 0.01):
+    """Hessian ``d^2 G / ds ds`` (eV/Å², 6 x 6) of ``G = E + P V`` in the cell CVs at T = 0.
+
+    Central differences of the static driving force (:func:`driving_force`) with the
+    fractional coordinates held fixed (clamped ions), 12 stress evaluations.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        Periodic structure with a calculator giving the stress; not modified.
+    pressure : float
+        External pressure ``P`` (eV/Å³).
+    mode : {"triangular", "symmetric"}
+        CV form.
+    delta : float
+        Finite-difference step on each CV (Å).
+
+    Returns
+    -------
+    numpy.ndarray (6, 6)
+        Symmetrised Hessian.
+    """
+    _check_mode(mode)
+    if not delta > 0:
+        raise ValueError(f"delta must be > 0 Å, got {delta}")
+    C, U = _frame(atoms.cell.array, mode)
+    frame = atoms.copy()
+    frame.calc = atoms.calc
+    frame.set_cell(C, scale_atoms=False)
+    frame.set_positions(atoms.get_positions() @ U.T)
+    s0 = cv_from_cell(C, mode)
+    hess = np.zeros((6, 6))
+    for a in range(6):
+        e = np.zeros(6)
+        e[a] = delta
+        fp = _static_cv_force(frame, s0 + e, mode, pressure)
+        fm = _static_cv_force(frame, s0 - e, mode, pressure)
+        hess[:, a] = -(fp - fm) / (2.0 * delta)
+    return 0.5 * (hess + hess.T)
+
+
+def cv_scaling(hessian, floor: float = HESSIAN_FLOOR):
+    """Scaling matrices of the scaled CVs (2.3): ``z = L (s - s0)``, ``L = A_H^{1/2}``.
+
+    ``L`` is the symmetric square root of the Hessian with its eigenvalues replaced by
+    ``max(|lambda|, floor * max|lambda|)`` (a saddle or a very soft direction would
+    otherwise give an infinite step). Near the minimum ``G ~ |z|^2 / 2``, so ``z`` is in
+    eV^{1/2}; forces transform as ``-dG/dz = L^{-1} (-dG/ds)``.
+
+    Returns
+    -------
+    L, L_inv : numpy.ndarray (6, 6)
+    negative : int
+        Number of eigenvalues that were <= 0.
+    """
+    h = np.asarray(hessian, dtype=float)
+    if h.shape != (6, 6) or not np.all(np.isfinite(h)):
+        raise ValueError(f"the CV Hessian must be a finite 6 x 6 matrix (eV/Å²), got shape "
+                         f"{h.shape}")
+    if not np.allclose(h, h.T, rtol=1e-6, atol=1e-8 * max(np.abs(h).max(), 1e-300)):
+        raise ValueError("the CV Hessian must be symmetric")
+    w, v = np.linalg.eigh(0.5 * (h + h.T))
+    top = np.abs(w).max()
+    if top == 0:
+        raise ValueError("the CV Hessian is zero")
+    lam = np.maximum(np.abs(w), floor * top)
+    L = (v * np.sqrt(lam)) @ v.T
+    L_inv = (v / np.sqrt(lam)) @ v.T
+    return L, L_inv, int(np.sum(w <= 0))
+
+
 def metastep(s, phi_G, centers, height: float, width: float, rng, *,
              min_force: float = 1e-12):
     """One metastep (2.3): total force, then the step of length ``width``.
@@ -278,23 +362,34 @@ def metastep_walk(grad_G, s0, height: float, width: float, n: int, rng=None, *,
 # logger
 # -----------------------------------------------------------------------------
 class MetadynamicsLogger(IOContext):
-    """Text log, one line per metastep (energies eV, V Å³, CVs Å, stress GPa)."""
+    """Text log, one line per metastep (energies eV, V Å³, CVs Å, stress GPa), then the
+    fingerprint columns (e.g. mean coordination and phase fractions), if any.
+
+    The header is written with the first record, when the fingerprint names are known.
+    """
 
     columns = ("metastep", "H[eV]", "Epot[eV]", "Ekin[eV]", "V[A^3]",
                "s1", "s2", "s3", "s4", "s5", "s6",
                "sxx[GPa]", "syy[GPa]", "szz[GPa]", "syz[GPa]", "sxz[GPa]", "sxy[GPa]",
-               "bias[eV]", "|phi|[eV/A]", "dG_path[eV]")
+               "bias[eV]", "|phi|", "dG_path[eV]")
 
-    def __init__(self, logfile, comm, *, mode="a"):
+    def __init__(self, logfile, comm, *, mode="a", header=True):
         self.logfile = self.openfile(file=logfile, mode=mode, comm=comm)
+        self._need_header = header
 
-    def write_header(self):
-        self.logfile.write("# " + " ".join(f"{c:>14s}" for c in self.columns) + "\n")
+    def write_header(self, extra=()):
+        names = (*self.columns, *(k.replace(" ", "_") for k in extra))
+        self.logfile.write("# " + " ".join(f"{c:>14s}" for c in names) + "\n")
         self.logfile.flush()
 
     def write_record(self, rec: dict):
+        fp = rec.get("fingerprint") or {}
+        if self._need_header:
+            self.write_header(tuple(fp))
+            self._need_header = False
         vals = [rec["H"], rec["epot"], rec["ekin"], rec["volume"], *rec["cv"],
-                *rec["stress_GPa"], rec["bias"], rec["phi_norm"], rec["dG_path"]]
+                *rec["stress_GPa"], rec["bias"], rec["phi_norm"], rec["dG_path"],
+                *fp.values()]
         self.logfile.write(f"  {rec['metastep']:>14d} "
                            + " ".join(f"{v:14.7e}" for v in vals) + "\n")
         self.logfile.flush()
@@ -321,26 +416,49 @@ class CellMetadynamics(MolecularDynamics):
     gaussian_height : float
         ``W`` (eV, > 0).
     gaussian_width : float
-        ``ds`` (Å, > 0); also the metastep length.
+        ``ds`` (> 0), also the metastep length: Å for unscaled CVs, eV^{1/2} for scaled
+        ones (``scaling``), where a step of ``ds`` from the minimum raises ``G`` by about
+        ``ds^2 / 2`` and ``W ~ ds^2`` is the usual choice (methods 2.3).
     md_steps : int
-        NVT MD steps per metastep (>= 1 with a thermostat; ignored without).
+        Steps per metastep: NVT MD steps (``"langevin"``, ``"bussi"``) or the maximum
+        number of FIRE steps (``"relax"``); ignored with ``thermostat=None``.
     discard : float
         Fraction of each MD segment discarded before averaging (0 <= discard < 1).
     timestep : float, optional
-        MD time step (ASE time); required with a thermostat.
-    thermostat : "langevin" or None
+        MD time step (ASE time); required with an MD thermostat.
+    thermostat : {"langevin", "bussi", "relax", None}
         ``"langevin"``: ASE :class:`~ase.md.langevinbaoab.LangevinBAOAB` at fixed cell with
-        ``friction`` (1/ASE time), noise from ``rng``. ``None``: T = 0, the driving force
-        uses the static stress of the current configuration (no MD, no kinetic term).
+        ``friction`` (1/ASE time). ``"bussi"``: ASE :class:`~ase.md.bussi.Bussi` stochastic
+        velocity rescaling with time constant ``1 / friction``. Both draw their noise from
+        ``rng``. ``"relax"``: T = 0, the atoms are relaxed at fixed cell with FIRE to
+        ``relax_fmax`` before the static stress is taken (enthalpy-only metadynamics).
+        ``None``: T = 0, the static stress of the current configuration (no MD, no
+        relaxation).
     friction : float
-        Langevin friction (1/ASE time, default ``0.01 / units.fs``).
+        Langevin friction, or the inverse Bussi time constant (1/ASE time, default
+        ``0.01 / units.fs``).
     cv : {"triangular", "symmetric"}
         Collective variables (module docstring).
+    scaling : None, "hessian" or array (6, 6)
+        ``None``: the walker moves in the CVs themselves (Å). ``"hessian"``: the scaled CVs
+        of Martoňák et al. (Z. Kristallogr. 2005), ``z = A_H^{1/2} (s - s0)`` with the
+        clamped-ion Hessian ``A_H`` of ``G`` at the starting cell from :func:`cv_hessian`
+        (12 stress evaluations; step ``hessian_delta`` Å). An array is taken as ``A_H``
+        (eV/Å², e.g. ``k_B T <ds ds^T>^{-1}`` from an NPT run). Eigenvalues are floored at
+        :data:`HESSIAN_FLOOR` times the largest (:func:`cv_scaling`). With scaling, stiff
+        directions (volume) take small steps in Å and soft ones (shear, tetragonal) large
+        ones, so the bias fills the basin evenly.
+    fingerprint : callable, optional
+        ``atoms -> {name: float}`` after each metastep's sampling (e.g.
+        :class:`ase_mlp.analysis.PhaseFingerprint`: mean coordination and phase fractions);
+        stored in ``history`` and appended to the log.
     rng : numpy Generator or seed
-        Langevin noise and the random direction of the ``|phi| < eps`` guard. ``None`` draws
-        a seed, with a warning.
+        Thermostat noise and the random direction of the ``|phi| < eps`` guard. ``None``
+        draws a seed, with a warning.
     min_force : float
-        The guard ``eps`` on ``|phi|`` (eV/Å).
+        The guard ``eps`` on ``|phi|``.
+    relax_fmax : float
+        Force convergence of ``thermostat="relax"`` (eV/Å).
     logfile : str, path or file, optional
         One line per metastep (:class:`MetadynamicsLogger` columns).
     trajectory : str or Trajectory, optional
@@ -352,17 +470,21 @@ class CellMetadynamics(MolecularDynamics):
     ----------
     history : list of dict
         Per metastep ``t``: ``metastep``, ``H`` (= <E_pot> + P V), ``epot``, ``ekin``,
-        ``volume``, ``cv`` (s_t), ``stress_GPa`` (averaged ASE stress sigma incl. ideal gas,
-        Voigt xx yy zz yz xz xy, GPa; ``p = -sigma``), ``bias`` (V_t(s_t)), ``phi_norm``,
-        ``dG_path`` (``-sum_{t'<t} phi_G,t' . (s_{t'+1} - s_t')``).
+        ``volume``, ``cv`` (s_t, Å), ``stress_GPa`` (averaged ASE stress sigma incl. ideal
+        gas, Voigt xx yy zz yz xz xy, GPa; ``p = -sigma``), ``bias`` (V_t at the walker),
+        ``phi_norm`` (|phi_t| in the walker's units: eV/Å, or eV^{1/2} when scaled),
+        ``dG_path`` (``-sum_{t'<t} phi_G,t' . (s_{t'+1} - s_t')``, eV) and ``fingerprint``.
     centers : numpy.ndarray (n, 6)
-        Gaussian centres.
+        Gaussian centres, in the walker's variables (``s``, or ``z`` when scaled).
+    hessian : numpy.ndarray (6, 6) or None
+        ``A_H`` of the scaled CVs.
     """
 
     def __init__(self, atoms, *, pressure=None, pressure_GPa=None, temperature_K=None,
                  gaussian_height, gaussian_width, md_steps=1000, discard=0.5, timestep=None,
-                 thermostat="langevin", friction=None, cv="triangular", rng=None,
-                 min_force=1e-10, logfile=None, trajectory=None, loginterval=1,
+                 thermostat="langevin", friction=None, cv="triangular", scaling=None,
+                 hessian_delta=0.01, fingerprint=None, rng=None, min_force=1e-10,
+                 relax_fmax=0.01, logfile=None, trajectory=None, loginterval=1,
                  append_trajectory=False, **kwargs):
         self.pressure = self._check_pressure(pressure, pressure_GPa)
         _check_mode(cv)
@@ -376,13 +498,18 @@ class CellMetadynamics(MolecularDynamics):
         if not 0.0 <= discard < 1.0:
             raise ValueError(f"discard must be in [0, 1), got {discard}")
         self.discard = float(discard)
-        if thermostat not in ("langevin", None):
-            raise ValueError(f"thermostat must be 'langevin' or None, got {thermostat!r}")
+        if thermostat not in _THERMOSTATS:
+            raise ValueError(f"thermostat must be one of {_THERMOSTATS}, got {thermostat!r}")
         self.thermostat = thermostat
+        self.friction = None
+        self.md_steps = 0
+        self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
         if thermostat is not None:
             if md_steps is None or int(md_steps) != md_steps or md_steps < 1:
-                raise ValueError(f"md_steps must be an integer >= 1 with a thermostat, "
-                                 f"got {md_steps}")
+                raise ValueError(f"md_steps must be an integer >= 1 with thermostat="
+                                 f"{thermostat!r}, got {md_steps}")
+            self.md_steps = int(md_steps)
+        if thermostat in ("langevin", "bussi"):
             if temperature_K is None or not np.isfinite(temperature_K) or temperature_K < 0:
                 raise ValueError(f"temperature_K must be >= 0 with a thermostat, got "
                                  f"{temperature_K}")
@@ -393,12 +520,15 @@ class CellMetadynamics(MolecularDynamics):
             if not np.isfinite(friction) or friction <= 0:
                 raise ValueError(f"friction must be > 0 (1/ASE time), got {friction}")
             self.friction = float(friction)
-            self.md_steps = int(md_steps)
-            self.temperature_K = float(temperature_K)
-        else:
-            self.friction = None
-            self.md_steps = 0
-            self.temperature_K = 0.0 if temperature_K is None else float(temperature_K)
+        elif thermostat == "relax":
+            self.temperature_K = 0.0
+            if not relax_fmax > 0:
+                raise ValueError(f"relax_fmax must be > 0 eV/Å, got {relax_fmax}")
+        self.relax_fmax = float(relax_fmax)
+        if fingerprint is not None and not callable(fingerprint):
+            raise TypeError(f"fingerprint must be callable atoms -> dict, got "
+                            f"{type(fingerprint).__name__}")
+        self.fingerprint = fingerprint
         self.min_force = float(min_force)
         self._check_atoms(atoms)
         if rng is None:
@@ -418,6 +548,23 @@ class CellMetadynamics(MolecularDynamics):
                          trajectory=trajectory, logfile=None, loginterval=loginterval,
                          append_trajectory=append_trajectory, **kwargs)
         self.s = cv_from_cell(C, cv)
+        self.s0 = self.s.copy()
+        self.hessian = None
+        self._L = self._L_inv = None
+        if scaling is not None:
+            if isinstance(scaling, str):
+                if scaling != "hessian":
+                    raise ValueError(f"scaling must be None, 'hessian' or a 6 x 6 array, "
+                                     f"got {scaling!r}")
+                self.hessian = cv_hessian(atoms, self.pressure, cv, hessian_delta)
+            else:
+                self.hessian = np.array(scaling, dtype=float)
+            self._L, self._L_inv, neg = cv_scaling(self.hessian)
+            if neg:
+                warnings.warn(f"CellMetadynamics: the CV Hessian has {neg} non-positive "
+                              f"eigenvalue(s): the starting cell is not a minimum of G at "
+                              f"this pressure; using |eigenvalues| (floored)", UserWarning,
+                              stacklevel=2)
         self.centers = np.zeros((0, 6))
         self.history: list[dict] = []
         self.dG_path = 0.0
@@ -425,7 +572,6 @@ class CellMetadynamics(MolecularDynamics):
         self._logger = None
         if logfile is not None:
             self._logger = self.closelater(MetadynamicsLogger(logfile, self.comm))
-            self._logger.write_header()
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -464,15 +610,36 @@ class CellMetadynamics(MolecularDynamics):
         if not np.all(np.isfinite(masses)) or np.any(masses <= 0):
             raise ValueError("all atoms need a positive mass")
 
+    # ------------------------------------------------------------------ walker
+    @property
+    def walker(self) -> np.ndarray:
+        """The walker's position: ``s`` (Å), or ``z = L (s - s0)`` (eV^{1/2}) when scaled."""
+        return self.s.copy() if self._L is None else self._L @ (self.s - self.s0)
+
+    def _to_cv(self, walker) -> np.ndarray:
+        return np.asarray(walker, dtype=float) if self._L is None else \
+            self.s0 + self._L_inv @ walker
+
     # ------------------------------------------------------------------ sampling
     def _sample(self):
-        """``(<p>, <E_pot>, <E_kin>)`` at the current cell: NVT MD or static (T = 0)."""
+        """``(<p>, <E_pot>, <E_kin>)`` at the current cell: NVT MD, relaxation or static."""
         atoms = self.atoms
-        if self.thermostat is None:
+        if self.thermostat in (None, "relax"):
+            if self.thermostat == "relax":
+                from ase.optimize import FIRE
+
+                with FIRE(atoms, logfile=None) as opt:
+                    opt.run(fmax=self.relax_fmax, steps=self.md_steps)
             sigma = atoms.get_stress(voigt=False)
             return -sigma, atoms.get_potential_energy(), atoms.get_kinetic_energy()
-        md = LangevinBAOAB(atoms, self.dt, temperature_K=self.temperature_K,
-                           T_tau=1.0 / self.friction, rng=self.rng)
+        if self.thermostat == "langevin":
+            md = LangevinBAOAB(atoms, self.dt, temperature_K=self.temperature_K,
+                               T_tau=1.0 / self.friction, rng=self.rng)
+        else:
+            from ase.md.bussi import Bussi
+
+            md = Bussi(atoms, self.dt, temperature_K=self.temperature_K,
+                       taut=1.0 / self.friction, rng=self.rng)
         n_skip = int(np.floor(self.discard * self.md_steps))
         n_skip = min(n_skip, self.md_steps - 1)
         sig = np.zeros((3, 3))
@@ -488,28 +655,35 @@ class CellMetadynamics(MolecularDynamics):
         return -sig / n, epot / n, ekin / n
 
     def step(self):
-        """One metastep: sample, force, Gaussian at ``s_t``, step, new cell."""
+        """One metastep: sample, force, Gaussian at the walker, step, new cell."""
         atoms = self.atoms
         p, epot, ekin = self._sample()
+        fingerprint = {}
+        if self.fingerprint is not None:
+            fingerprint = {str(k): float(v) for k, v in dict(self.fingerprint(atoms)).items()}
         cell = atoms.cell.array.copy()
         vol = abs(np.linalg.det(cell))
         phi_G = cv_force(cell, driving_force(cell, p, self.pressure), self.cv_mode)
         s_old = self.s.copy()
-        bias = bias_value(s_old, self.centers, self.height, self.width)
-        s_new, phi = metastep(s_old, phi_G, self.centers, self.height, self.width, self.rng,
+        w_old = self.walker
+        phi_w = phi_G if self._L is None else self._L_inv @ phi_G
+        bias = bias_value(w_old, self.centers, self.height, self.width)
+        w_new, phi = metastep(w_old, phi_w, self.centers, self.height, self.width, self.rng,
                               min_force=self.min_force)
+        s_new = self._to_cv(w_new)
         sigma = -p
         voigt = np.array([sigma[0, 0], sigma[1, 1], sigma[2, 2], sigma[1, 2], sigma[0, 2],
                           sigma[0, 1]]) / units.GPa
         rec = {"metastep": int(self.nsteps), "H": float(epot + self.pressure * vol),
                "epot": float(epot), "ekin": float(ekin), "volume": float(vol),
                "cv": s_old.tolist(), "stress_GPa": voigt.tolist(), "bias": bias,
-               "phi_norm": float(np.linalg.norm(phi)), "dG_path": float(self.dG_path)}
+               "phi_norm": float(np.linalg.norm(phi)), "dG_path": float(self.dG_path),
+               "fingerprint": fingerprint}
         self.history.append(rec)
         if self._logger is not None and self.nsteps % self.loginterval == 0:
             self._logger.write_record(rec)
         self.dG_path -= float(phi_G @ (s_new - s_old))
-        self.centers = np.vstack([self.centers, s_old])
+        self.centers = np.vstack([self.centers, w_old])
         self.s = s_new
         new_cell = cell_from_cv(s_new, self.cv_mode)
         if np.linalg.det(new_cell) <= 0:
@@ -525,15 +699,17 @@ class CellMetadynamics(MolecularDynamics):
     def _meta(self) -> dict:
         return {"natoms": len(self.atoms), "cv": self.cv_mode, "height": self.height,
                 "width": self.width, "pressure": self.pressure, "md_steps": self.md_steps,
-                "thermostat": self.thermostat}
+                "thermostat": self.thermostat, "scaled": self._L is not None}
 
     def save_state(self, path) -> None:
-        """Checkpoint (atomic ``.npz``): cell, positions, momenta, CVs, Gaussians, history,
-        ``dG_path``, metastep count and the random-generator state; continuing from it is
-        bit-for-bit identical to an unsplit run."""
+        """Checkpoint (atomic ``.npz``): cell, positions, momenta, CVs, scaling, Gaussians,
+        history, ``dG_path``, metastep count and the random-generator state; continuing from
+        it is bit-for-bit identical to an unsplit run."""
         state = {
             "cell": self.atoms.cell.array.copy(), "positions": self.atoms.get_positions(),
-            "momenta": self.atoms.get_momenta(), "s": self.s, "centers": self.centers,
+            "momenta": self.atoms.get_momenta(), "s": self.s, "s0": self.s0,
+            "hessian": np.zeros((0, 6)) if self.hessian is None else self.hessian,
+            "centers": self.centers,
             "nsteps": np.array(self.nsteps), "dG_path": np.array(self.dG_path),
             "history": np.array(json.dumps(self.history)),
             "rng": np.array(json.dumps(self.rng.bit_generator.state, default=int)),
@@ -542,7 +718,9 @@ class CellMetadynamics(MolecularDynamics):
         save_npz_atomic(pathlib.Path(path), state)
 
     def load_state(self, path) -> None:
-        """Restore a :meth:`save_state` checkpoint into this (identically built) object."""
+        """Restore a :meth:`save_state` checkpoint into this (identically built) object.
+
+        The scaling of scaled CVs is taken from the checkpoint, not recomputed."""
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             mine = self._meta()
@@ -551,6 +729,10 @@ class CellMetadynamics(MolecularDynamics):
             self.atoms.set_positions(z["positions"])
             self.atoms.set_momenta(z["momenta"])
             self.s = z["s"].copy()
+            self.s0 = z["s0"].copy()
+            if self._L is not None:
+                self.hessian = z["hessian"].copy()
+                self._L, self._L_inv, _ = cv_scaling(self.hessian)
             self.centers = z["centers"].copy().reshape(-1, 6)
             self.nsteps = int(z["nsteps"])
             self.dG_path = float(z["dG_path"])
@@ -561,5 +743,6 @@ class CellMetadynamics(MolecularDynamics):
         d = super().todict()
         d.update(pressure=self.pressure, temperature_K=self.temperature_K,
                  gaussian_height=self.height, gaussian_width=self.width,
-                 md_steps=self.md_steps, cv=self.cv_mode)
+                 md_steps=self.md_steps, cv=self.cv_mode, thermostat=self.thermostat,
+                 scaled=self._L is not None)
         return d

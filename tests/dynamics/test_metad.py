@@ -240,7 +240,7 @@ def test_history_log_and_trajectory(tmp_path):
     lines = log.read_text().splitlines()
     header = lines[0].lstrip("#").split()
     assert header[:5] == ["metastep", "H[eV]", "Epot[eV]", "Ekin[eV]", "V[A^3]"]
-    assert header[-3:] == ["bias[eV]", "|phi|[eV/A]", "dG_path[eV]"]
+    assert header[-3:] == ["bias[eV]", "|phi|", "dG_path[eV]"]
     data = np.loadtxt(log)
     assert data.shape == (3, 20)
     np.testing.assert_array_equal(data[:, 0], [0, 1, 2])
