@@ -44,3 +44,15 @@ def check_checkpoint_meta(path, saved: dict, mine: dict, what: str) -> None:
     if diff:
         raise ValueError(f"checkpoint {path} does not match this {what}: "
                          + ", ".join(f"{k} {a} (file) vs {b}" for k, (a, b) in diff.items()))
+
+
+def thermalize(atoms, temperature_K: float, rng) -> None:
+    """Maxwell-Boltzmann momenta at ``temperature_K`` from ``rng``, centre of mass at rest.
+
+    Uses ASE's ``thermalize_momenta`` (ASE >= 3.28) or ``MaxwellBoltzmannDistribution``.
+    """
+    from ase.md import velocitydistribution as vd
+
+    draw = getattr(vd, "thermalize_momenta", None) or vd.MaxwellBoltzmannDistribution
+    draw(atoms, temperature_K=temperature_K, rng=rng)
+    vd.Stationary(atoms)

@@ -34,7 +34,7 @@ from ase.md.langevinbaoab import LangevinBAOAB
 from ase.md.md import MolecularDynamics
 from ase.utils import IOContext
 
-from ase_mlp._util import check_checkpoint_meta, save_npz_atomic
+from ase_mlp._util import check_checkpoint_meta, save_npz_atomic, thermalize
 
 
 __all__ = ["CellMetadynamics", "MetadynamicsLogger", "bias_gradient", "bias_value",
@@ -433,7 +433,8 @@ class CellMetadynamics(MolecularDynamics):
         ``rng``. ``"relax"``: T = 0, the atoms are relaxed at fixed cell with FIRE to
         ``relax_fmax`` before the static stress is taken (enthalpy-only metadynamics).
         ``None``: T = 0, the static stress of the current configuration (no MD, no
-        relaxation).
+        relaxation). Atoms without momenta start MD from a Maxwell-Boltzmann draw at
+        ``temperature_K`` (from ``rng``, centre of mass at rest).
     friction : float
         Langevin friction, or the inverse Bussi time constant (1/ASE time, default
         ``0.01 / units.fs``).
@@ -632,6 +633,9 @@ class CellMetadynamics(MolecularDynamics):
                     opt.run(fmax=self.relax_fmax, steps=self.md_steps)
             sigma = atoms.get_stress(voigt=False)
             return -sigma, atoms.get_potential_energy(), atoms.get_kinetic_energy()
+        if self.temperature_K > 0 and atoms.get_kinetic_energy() == 0.0:
+            # a cold start (e.g. Bussi cannot rescale zero velocities): Maxwell-Boltzmann
+            thermalize(atoms, self.temperature_K, self.rng)
         if self.thermostat == "langevin":
             md = LangevinBAOAB(atoms, self.dt, temperature_K=self.temperature_K,
                                T_tau=1.0 / self.friction, rng=self.rng)

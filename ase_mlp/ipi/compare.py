@@ -24,6 +24,7 @@ import pathlib
 import numpy as np
 from ase import units
 
+from ase_mlp._util import thermalize
 from ase_mlp.ipi.analysis import block_average
 from ase_mlp.ipi.outputs import bead_file, read_extxyz_trajectory, read_properties
 from ase_mlp.ipi.workflow import run
@@ -59,20 +60,13 @@ def _pimd(atoms, calc, workdir, P, T, steps, dt, stride, skip, seed, reuse):
 
 
 def _qtb(atoms, calc, adaptive, T, steps, dt, stride, skip, seed, friction_per_fs):
-    from ase.md.velocitydistribution import Stationary
-
-    try:
-        from ase.md.velocitydistribution import thermalize_momenta as maxwell
-    except ImportError:       # ASE < 3.29
-        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as maxwell
 
     from ase_mlp.dynamics import QTB
 
     a = atoms.copy()
     a.calc = calc
     rng = np.random.default_rng(seed)
-    maxwell(a, temperature_K=T, rng=rng)
-    Stationary(a)
+    thermalize(a, T, rng)
     dyn = QTB(a, timestep=dt * units.fs, temperature_K=T,
               friction=friction_per_fs / units.fs, adaptive=adaptive, rng=rng)
     epot, frames = [], []

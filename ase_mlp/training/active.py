@@ -54,6 +54,8 @@ import torch
 from ase import Atoms, units
 from ase.calculators.calculator import PropertyNotImplementedError, all_changes
 
+from ase_mlp._util import thermalize
+
 
 __all__ = ["ActiveLearner", "fingerprints", "score_frames", "select_frames"]
 
@@ -333,16 +335,6 @@ def _compact(metrics):
     return {k: metrics[k] for k in ("n_frames", "energy", "forces", "stress")}
 
 
-def _thermalize(atoms, temperature_K, rng):
-    from ase.md import velocitydistribution as vd
-
-    if hasattr(vd, "thermalize_momenta"):  # ASE >= 3.29
-        vd.thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    else:
-        vd.MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=rng)
-    vd.Stationary(atoms)
-
-
 class ActiveLearner:
     """Committee active learning in generations (module docstring).
 
@@ -546,7 +538,7 @@ class ActiveLearner:
                 atoms = _bare(seed)
                 atoms.info = {}
                 atoms.calc = calc
-                _thermalize(atoms, float(T), self.rng)
+                thermalize(atoms, float(T), self.rng)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)  # fixcm deprecation
                     dyn = Langevin(atoms, timestep * units.fs, temperature_K=float(T),

@@ -38,7 +38,7 @@ import time
 import numpy as np
 from ase import units
 
-from ase_mlp._util import save_npz_atomic
+from ase_mlp._util import save_npz_atomic, thermalize
 
 
 THERMOSTATS = ("langevin", "bussi", "qtb", "adqtb")
@@ -232,14 +232,6 @@ def run_md(atoms, calc, *, thermostat="langevin", temperature_K=300.0, steps=100
     from ase.constraints import FixCom
     from ase.io.trajectory import Trajectory
     from ase.md import MDLogger
-    from ase.md.velocitydistribution import Stationary
-
-    try:  # ASE >= 3.28 (MaxwellBoltzmannDistribution is deprecated there)
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # pragma: no cover - older ASE
-        from ase.md.velocitydistribution import (
-            MaxwellBoltzmannDistribution as thermalize_momenta,
-        )
     from tqdm.auto import tqdm
 
     _check(thermostat, steps, interval, checkpoint_interval, timestep_fs, temperature_K,
@@ -273,8 +265,7 @@ def run_md(atoms, calc, *, thermostat="langevin", temperature_K=300.0, steps=100
         start = 0
         for p in (traj_path, log_path, ckpt):
             p.unlink(missing_ok=True)
-        thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)  # Maxwell-Boltzmann
-        Stationary(atoms)
+        thermalize(atoms, temperature_K, rng)  # Maxwell-Boltzmann, centre of mass at rest
     dt = timestep_fs * units.fs
     dyn = _dynamics(atoms, thermostat, dt=dt, temperature_K=temperature_K,
                     friction=friction_per_fs / units.fs, taut=taut_fs * units.fs,

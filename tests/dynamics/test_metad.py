@@ -319,3 +319,144 @@ def test_m5_pressure_shrinks_lattice():
         assert -np.mean(dyn.history[-1]["stress_GPa"][:3]) == pytest.approx(p_gpa, abs=3.0)
     # EMT Cu bulk modulus ~ 135 GPa: 20 GPa compress by ~ 13 %
     assert 0.80 < vols[1] / vols[0] < 0.93
+
+
+# ----------------------------------------------------------------------------- scaled CVs
+@pytest.mark.parametrize("mode", ["triangular", "symmetric"])
+def test_cv_hessian_equals_second_differences_of_enthalpy(mode):
+    from ase_mlp.dynamics.metad import cv_hessian
+
+    atoms = _cu_m2()
+    P = 5 * units.GPa
+    hess = cv_hessian(atoms, P, mode, delta=0.01)
+    s0 = cv_from_cell(atoms.cell.array, mode)
+
+    def H(s):
+        return _enthalpy(atoms, cell_from_cv(s, mode), P)
+
+    h = 5e-3
+    fd = np.zeros((6, 6))
+    for a in range(6):
+        for b in range(6):
+            ea, eb = h * np.eye(6)[a], h * np.eye(6)[b]
+            fd[a, b] = (H(s0 + ea + eb) - H(s0 + ea - eb) - H(s0 - ea + eb)
+                        + H(s0 - ea - eb)) / (4 * h * h)
+    # O(delta^2) differences of the analytic stress against O(h^2) of the energy
+    np.testing.assert_allclose(hess, fd, atol=2e-3 * np.abs(fd).max())
+    assert np.all(np.linalg.eigvalsh(hess) > 0)          # a stable (strained) fcc cell
+
+
+def test_cv_scaling_floors_and_inverts():
+    from ase_mlp.dynamics.metad import HESSIAN_FLOOR, cv_scaling
+
+    rng = np.random.default_rng(4)
+    q = np.linalg.qr(rng.normal(size=(6, 6)))[0]
+    lam = np.array([-2.0, 1e-6, 0.5, 1.0, 3.0, 10.0])
+    L, L_inv, neg = cv_scaling((q * lam) @ q.T)
+    assert neg == 1
+    np.testing.assert_allclose(L @ L_inv, np.eye(6), atol=1e-12)
+    np.testing.assert_allclose(L, L.T, atol=1e-12)
+    used = np.sort(np.linalg.eigvalsh(L @ L))
+    np.testing.assert_allclose(used, np.sort(np.maximum(np.abs(lam), HESSIAN_FLOOR * 10)),
+                               rtol=1e-10)
+    with pytest.raises(ValueError, match="symmetric"):
+        cv_scaling(np.triu(np.ones((6, 6))))
+    with pytest.raises(ValueError, match="6 x 6"):
+        cv_scaling(np.eye(3))
+
+
+def _cu_equilibrium():
+    from scipy.optimize import minimize_scalar
+
+    def e(a):
+        at = bulk("Cu", "fcc", a=a, cubic=True)
+        at.calc = EMT()
+        return at.get_potential_energy()
+
+    a0 = minimize_scalar(e, bounds=(3.5, 3.7), method="bounded",
+                         options={"xatol": 1e-10}).x
+    atoms = bulk("Cu", "fcc", a=a0, cubic=True)
+    atoms.calc = EMT()
+    return atoms
+
+
+def test_scaled_step_raises_enthalpy_by_half_width_squared():
+    """Near a minimum G ~ |z|^2 / 2 in scaled CVs: one step of length dz from the
+    equilibrium cell raises H by dz^2 / 2, whatever its direction."""
+    for seed in range(3):
+        atoms = _cu_equilibrium()
+        dz = 0.05                                             # eV^(1/2)
+        dyn = CellMetadynamics(atoms, pressure=0.0, thermostat=None, gaussian_height=dz**2,
+                               gaussian_width=dz, scaling="hessian", min_force=1e-3,
+                               rng=seed)
+        h0 = atoms.get_potential_energy()
+        s0 = dyn.s.copy()
+        dyn.run(1)
+        assert np.linalg.norm(dyn.walker) == pytest.approx(dz, rel=1e-12)
+        np.testing.assert_allclose(dyn.s, s0 + dyn._L_inv @ dyn.walker, atol=1e-14)
+        assert atoms.get_potential_energy() - h0 == pytest.approx(0.5 * dz**2, rel=0.03)
+
+
+# ----------------------------------------------------------------------------- samplers
+def test_relax_sampler_relaxes_atoms_at_fixed_cell():
+    atoms = _cu_md()
+    atoms.rattle(0.05, seed=3)
+    dyn = _dyn(atoms, thermostat="relax", md_steps=200, relax_fmax=1e-3)
+    cell0 = atoms.cell.array.copy()
+    dyn._sample()
+    assert np.abs(atoms.get_forces()).max() < 1e-3
+    np.testing.assert_array_equal(atoms.cell.array, cell0)
+    dyn.run(2)
+    assert all(h["ekin"] == 0.0 for h in dyn.history)
+
+
+@pytest.mark.parametrize("thermostat,scaling", [("bussi", "hessian"), ("langevin", None)])
+def test_restart_equals_unsplit_samplers(tmp_path, thermostat, scaling):
+    from ase_mlp.analysis import PhaseFingerprint
+
+    kw = dict(thermostat=thermostat, scaling=scaling, fingerprint=PhaseFingerprint(
+        "group14", 3.0), gaussian_width=0.03 if scaling is None else 0.05)
+    full = _dyn(_cu_md(), **kw)
+    full.run(4)
+    first = _dyn(_cu_md(), **kw)
+    first.run(2)
+    first.save_state(tmp_path / "s.npz")
+    atoms2 = _cu_md()
+    second = _dyn(atoms2, **kw)
+    second.load_state(tmp_path / "s.npz")
+    second.run(2)
+    assert second.history == full.history
+    np.testing.assert_array_equal(atoms2.positions, full.atoms.positions)
+    fp = full.history[-1]["fingerprint"]
+    assert fp["cn_mean"] == pytest.approx(12.0)              # fcc within 3 Å
+    assert fp["f_other"] == 1.0
+    # the cold start was thermalised (Bussi cannot rescale zero velocities); 4 atoms
+    # fluctuate strongly, so only the order of magnitude of 3/2 N kT is checked
+    ekin = np.mean([h["ekin"] for h in full.history])
+    assert 0.05 < ekin / (1.5 * 4 * units.kB * 300) < 5
+
+
+def test_fingerprint_columns_in_log(tmp_path):
+    from ase_mlp.analysis import PhaseFingerprint, read_metad_log
+
+    log = tmp_path / "m.log"
+    dyn = _dyn(_cu_md(), fingerprint=PhaseFingerprint("group14", 3.0), logfile=log)
+    dyn.run(2)
+    data = read_metad_log(log)
+    np.testing.assert_allclose(data["cn_mean"], 12.0)
+    np.testing.assert_allclose(data["f_beta-tin"], 0.0)
+    np.testing.assert_allclose(data["enthalpy"], [h["H"] for h in dyn.history], rtol=1e-7)
+
+
+def test_bad_input_scaling_and_fingerprint():
+    with pytest.raises(ValueError, match="scaling must be"):
+        _dyn(_cu_md(), scaling="elastic")
+    with pytest.raises(TypeError, match="fingerprint must be callable"):
+        _dyn(_cu_md(), fingerprint={"cn": 4})
+    with pytest.raises(ValueError, match="6 x 6"):
+        _dyn(_cu_md(), scaling=np.eye(3))
+    with pytest.raises(ValueError, match="relax_fmax"):
+        _dyn(_cu_md(), thermostat="relax", relax_fmax=0.0)
+    # a Hessian that is not positive definite (start not at a minimum) warns
+    with pytest.warns(UserWarning, match="non-positive eigenvalue"):
+        _dyn(_cu_md(), scaling=np.diag([-5.0, 1, 1, 1, 1, 1]))
