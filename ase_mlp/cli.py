@@ -1,5 +1,5 @@
-"""Command line: ``ase-mlp demo | md | analyze | eval | fit | phonons | neb | elastic |
-locality | convert | info``."""
+"""Command line: ``ase-mlp demo | md | metad | analyze | eval | fit | phonons | neb |
+elastic | locality | convert | info``."""
 
 from __future__ import annotations
 
@@ -69,6 +69,31 @@ def cmd_md(args) -> int:
                 f"<E_pot> = {res['epot_mean']:.5f} eV/atom")
         if "noise_memory_bytes" in res:
             line += f", QTB noise buffers {res['noise_memory_bytes'] / 2**20:.2f} MiB"
+        print(line)
+    return 0
+
+
+def cmd_metad(args) -> int:
+    """Cell metadynamics from a configuration file (see docs/metadynamics.md)."""
+    import dataclasses
+
+    from ase_mlp.workflows.metad import load_metad_config, run_metad
+
+    say = (lambda *a: None) if args.quiet else print
+    config = load_metad_config(args.config)
+    if args.metasteps is not None:
+        if args.metasteps < 1:
+            raise ValueError(f"--metasteps must be >= 1, got {args.metasteps}")
+        config = dataclasses.replace(config, metasteps=args.metasteps)
+    if args.output is not None:
+        config = dataclasses.replace(config, output=pathlib.Path(args.output))
+    res = run_metad(config, restart=args.restart, progress=not args.quiet,
+                    plots=not args.no_plots, log=say)
+    if args.quiet:  # the one-line summary is printed even when quiet
+        line = (f"{res['metasteps']} metasteps ({res['metasteps_run']} run): H/atom "
+                f"{res['H_final_per_atom']:.5f} eV, V/atom {res['V_final_per_atom']:.4f} Å^3")
+        if res["stopped_early"]:
+            line += f"; stop_when held at metastep {res['stop_metastep']}"
         print(line)
     return 0
 
@@ -653,6 +678,22 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no progress bar or messages "
                    "(the summary line is still printed)")
     m.set_defaults(func=cmd_md)
+
+    mt = sub.add_parser("metad", help="cell metadynamics (Martonak-Laio-Parrinello) from a "
+                        "TOML/YAML configuration (see docs/metadynamics.md), exact restarts")
+    mt.add_argument("config", help="configuration file (.toml, .yaml/.yml, .json)")
+    mt.add_argument("--restart", action="store_true",
+                    help="continue from <output>/checkpoint.npz (bit-for-bit) up to "
+                         "metasteps, appending to the log and trajectory")
+    mt.add_argument("--metasteps", type=int, default=None, metavar="N",
+                    help="total number of metasteps (overrides the configuration)")
+    mt.add_argument("--output", default=None, metavar="DIR",
+                    help="output directory (overrides the configuration)")
+    mt.add_argument("--no-plots", action="store_true",
+                    help="do not write metad.png and xrd.png")
+    mt.add_argument("--quiet", action="store_true", help="no progress bar or messages "
+                    "(the summary line is still printed)")
+    mt.set_defaults(func=cmd_metad)
 
     an = sub.add_parser("analyze", help="MSD/diffusion, partial RDFs, VDOS and zero-point "
                         "temperature of a trajectory")

@@ -24,6 +24,7 @@ Conventions
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import secrets
 import warnings
@@ -365,7 +366,8 @@ class MetadynamicsLogger(IOContext):
     """Text log, one line per metastep (energies eV, V Å³, CVs Å, stress GPa), then the
     fingerprint columns (e.g. mean coordination and phase fractions), if any.
 
-    The header is written with the first record, when the fingerprint names are known.
+    The header is written with the first record, when the fingerprint names are known, unless
+    the log is appended to a non-empty file (a restart) or ``header=False``.
     """
 
     columns = ("metastep", "H[eV]", "Epot[eV]", "Ekin[eV]", "V[A^3]",
@@ -373,7 +375,10 @@ class MetadynamicsLogger(IOContext):
                "sxx[GPa]", "syy[GPa]", "szz[GPa]", "syz[GPa]", "sxz[GPa]", "sxy[GPa]",
                "bias[eV]", "|phi|", "dG_path[eV]")
 
-    def __init__(self, logfile, comm, *, mode="a", header=True):
+    def __init__(self, logfile, comm, *, mode="a", header=None):
+        if header is None:   # no second header when appending to an existing log
+            header = not (isinstance(logfile, (str, os.PathLike)) and mode == "a"
+                          and os.path.isfile(logfile) and os.path.getsize(logfile) > 0)
         self.logfile = self.openfile(file=logfile, mode=mode, comm=comm)
         self._need_header = header
 
@@ -703,7 +708,9 @@ class CellMetadynamics(MolecularDynamics):
     def _meta(self) -> dict:
         return {"natoms": len(self.atoms), "cv": self.cv_mode, "height": self.height,
                 "width": self.width, "pressure": self.pressure, "md_steps": self.md_steps,
-                "thermostat": self.thermostat, "scaled": self._L is not None}
+                "thermostat": self.thermostat, "scaled": self._L is not None,
+                "temperature_K": self.temperature_K, "timestep": self.dt,
+                "friction": self.friction, "discard": self.discard}
 
     def save_state(self, path) -> None:
         """Checkpoint (atomic ``.npz``): cell, positions, momenta, CVs, scaling, Gaussians,

@@ -16,6 +16,7 @@ Pressures are in GPa throughout; energies in eV, lengths in Å, volumes in Å^3.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -275,7 +276,11 @@ def relax_at_pressure(
     # the optimiser's own fmax criterion; if the stress is not yet within smax, tighten fmax
     target = fmax
     while True:
-        converged = opt.run(fmax=target, steps=max(steps - opt.nsteps, 0))
+        with warnings.catch_warnings():
+            # FrechetCellFilter's scipy.linalg.logm reports ~1e-13 round-off as a warning
+            warnings.filterwarnings("ignore", message="logm result may be inaccurate",
+                                    category=RuntimeWarning)
+            converged = opt.run(fmax=target, steps=max(steps - opt.nsteps, 0))
         if not converged or smax is None or stress_residual() < smax:
             break
         target *= 0.25
