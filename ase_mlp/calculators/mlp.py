@@ -132,6 +132,10 @@ class MLPCalculator(Calculator):
             atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
             i, j, S, dtype=self.dtype, device=self.device, pbc=atoms.pbc[None])
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
+        if not want_stress and "forces" in properties and atoms.pbc.all():
+            # the virial costs ~5 % on top of the forces, while a later get_stress() at the
+            # same positions (NPT MD, cell metadynamics) would cost a whole evaluation
+            want_stress = abs(np.linalg.det(atoms.cell.array)) > 1e-12
         self.results = self._evaluate(graph, [atoms], want_stress)[0]
 
     # ------------------------------------------------------------ batch

@@ -40,6 +40,7 @@ from ase_mlp._util import check_checkpoint_meta, save_npz_atomic, thermalize
 
 __all__ = ["CellMetadynamics", "MetadynamicsLogger", "bias_gradient", "bias_value",
            "cell_from_cv", "cv_force", "cv_from_cell", "cv_hessian", "cv_scaling",
+           "supercell_hessian",
            "driving_force", "metastep", "metastep_walk"]
 
 _CV_MODES = ("triangular", "symmetric")
@@ -251,6 +252,27 @@ def cv_hessian(atoms, pressure: float, mode: str = "triangular", delta: float = 
         fm = _static_cv_force(frame, s0 - e, mode, pressure)
         hess[:, a] = -(fp - fm) / (2.0 * delta)
     return 0.5 * (hess + hess.T)
+
+
+def supercell_hessian(hessian, repeat) -> np.ndarray:
+    """CV Hessian of a supercell from that of its cell (triangular CVs).
+
+    For ``atoms.repeat((n1, n2, n3))`` the lattice vector ``i`` and the triangular CVs of
+    its row scale by ``n_i`` while ``G`` scales by ``N = n1 n2 n3``, so
+    ``A_H[k, l] -> N A_H[k, l] / (n_row(k) n_row(l))``. Computing the clamped-ion Hessian
+    (12 stress evaluations) on a small cell and scaling it avoids 12 evaluations of a large
+    one; pass the result as ``CellMetadynamics(..., scaling=...)``. The small cell must be
+    in the frame the supercell will use (the standard form of the repeated cell is the
+    repeated standard form).
+    """
+    h = np.asarray(hessian, dtype=float)
+    n = np.asarray(repeat, dtype=float).reshape(3)
+    if h.shape != (6, 6):
+        raise ValueError(f"expected a 6 x 6 Hessian, got shape {h.shape}")
+    if np.any(n < 1) or np.any(n != np.round(n)):
+        raise ValueError(f"repeat must be three integers >= 1, got {repeat}")
+    rows = n[[i for i, _ in _TRI_IDX]]
+    return np.prod(n) * h / np.outer(rows, rows)
 
 
 def cv_scaling(hessian, floor: float = HESSIAN_FLOOR):

@@ -460,3 +460,18 @@ def test_bad_input_scaling_and_fingerprint():
     # a Hessian that is not positive definite (start not at a minimum) warns
     with pytest.warns(UserWarning, match="non-positive eigenvalue"):
         _dyn(_cu_md(), scaling=np.diag([-5.0, 1, 1, 1, 1, 1]))
+
+
+def test_supercell_hessian_equals_hessian_of_supercell():
+    from ase_mlp.dynamics.metad import cv_hessian, supercell_hessian
+
+    small = _cu_m2()
+    P = 5 * units.GPa
+    big = small.repeat((2, 1, 3))
+    big.calc = EMT()
+    expected = cv_hessian(big, P)
+    # equal up to the O(delta^2) error of the differences (same 0.01 Å step on both cells)
+    np.testing.assert_allclose(supercell_hessian(cv_hessian(small, P), (2, 1, 3)), expected,
+                               rtol=0, atol=1e-4 * np.abs(expected).max())
+    with pytest.raises(ValueError, match="three integers"):
+        supercell_hessian(np.eye(6), (2, 0, 1))
