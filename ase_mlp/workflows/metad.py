@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase import units
 
+from ase_mlp._util import thermalize
 from ase_mlp.training.config import (
     ConfigError,
     _Bool,
@@ -415,20 +416,6 @@ def _trim_outputs(log_path: pathlib.Path, traj_path: pathlib.Path, nsteps: int) 
     return dropped
 
 
-def _thermalize(atoms, temperature_K: float, rng) -> None:
-    from ase.md.velocitydistribution import Stationary
-
-    try:  # ASE >= 3.28 (MaxwellBoltzmannDistribution is deprecated there)
-        from ase.md.velocitydistribution import thermalize_momenta
-    except ImportError:  # pragma: no cover - older ASE
-        from ase.md.velocitydistribution import (
-            MaxwellBoltzmannDistribution as thermalize_momenta,
-        )
-    thermalize_momenta(atoms, temperature_K=temperature_K, rng=rng)
-    # no ZeroRotation: angular momentum is not conserved (nor meaningful) in a periodic cell
-    Stationary(atoms)
-
-
 def _write_json(path: pathlib.Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
@@ -556,7 +543,7 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
                 f"{relaxed.get_volume() / n:.4f} Å^3/atom, H "
                 f"{enthalpy_per_atom(relaxed, cfg.pressure_GPa):.5f} eV/atom")
         if cfg.thermostat in ("langevin", "bussi"):
-            _thermalize(atoms, cfg.temperature_K, rng)
+            thermalize(atoms, cfg.temperature_K, rng)  # no ZeroRotation in a periodic cell
         else:
             atoms.set_momenta(np.zeros((n, 3)))
     atoms.calc = calc
