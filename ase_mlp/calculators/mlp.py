@@ -91,6 +91,11 @@ class MLPCalculator(Calculator):
         if not isinstance(model, Model):
             raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
         self.device = torch.device(device if device is not None else _default_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"device={str(device)!r} was requested, but torch {torch.__version__} sees no "
+                f"CUDA device (torch.cuda.is_available() is False): use device='cpu', or "
+                f"install a CUDA build of torch on a machine with a GPU")
         self.dtype = dtype if dtype is not None else torch.float64
         if self.dtype not in (torch.float64, torch.float32):
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {self.dtype}")

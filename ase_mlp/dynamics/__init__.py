@@ -32,3 +32,9 @@ from ase_mlp.dynamics.metad import CellMetadynamics  # noqa: E402
 
 
 __all__ += ["CellMetadynamics"]
+
+# device-resident MD of one or many systems (issue 9)
+from ase_mlp.dynamics.resident import ResidentMD  # noqa: E402
+
+
+__all__ += ["ResidentMD"]
