@@ -48,8 +48,9 @@ class ResidentMD:
         :meth:`get_images`). Velocities are taken from their momenta (zero if none).
     timestep : float
         ASE time units (``1 * units.fs``).
-    temperature_K : float, optional
-        With ``friction``: Langevin BAOAB at this temperature. Without: NVE.
+    temperature_K : float or sequence of float, optional
+        With ``friction``: Langevin BAOAB at this temperature, or one temperature per
+        system (replica sets, parallel tempering ladders). Without: NVE.
     friction : float, optional
         Langevin friction (1/ASE time, e.g. ``0.01 / units.fs``).
     rng : numpy.random.Generator or int, optional
@@ -85,7 +86,13 @@ class ResidentMD:
             raise ValueError("give both temperature_K and friction (Langevin) or neither "
                              "(NVE)")
         if friction is not None:
-            if not friction > 0 or not temperature_K >= 0:
+            temps = np.broadcast_to(np.asarray(temperature_K, dtype=float),
+                                    (len(images),)) if np.ndim(temperature_K) == 0 else \
+                np.asarray(temperature_K, dtype=float)
+            if temps.shape != (len(images),):
+                raise ValueError(f"temperature_K must be one value or one per system "
+                                 f"({len(images)}), got {len(temps)} values")
+            if not friction > 0 or not np.all(temps >= 0):
                 raise ValueError(f"need friction > 0 and temperature_K >= 0, got {friction}, "
                                  f"{temperature_K}")
             if rng is None:
@@ -94,7 +101,7 @@ class ResidentMD:
         self.device, self.dtype = calc.device, calc.dtype
         self.dt = float(timestep)
         self.skin = float(skin)
-        self.temperature_K = None if temperature_K is None else float(temperature_K)
+        self.temperature_K = None if temperature_K is None else temps.copy()
         self.friction = None if friction is None else float(friction)
         index = {s: k for k, s in enumerate(calc.elements)}
         species, system, masses, pos, vel = [], [], [], [], []
@@ -140,8 +147,10 @@ class ResidentMD:
             self._generator.manual_seed(int(seed))
             c1 = math.exp(-self.friction * self.dt)
             self._c1 = c1
+            t_atom = torch.as_tensor(self.temperature_K[self._system_np], dtype=self.dtype,
+                                     device=self.device).unsqueeze(1)
             self._sigma = math.sqrt(1.0 - c1 * c1) * torch.sqrt(
-                units.kB * self.temperature_K / self.masses)
+                units.kB * t_atom / self.masses)
         self._compute_forces()
 
     # ------------------------------------------------------------ neighbours and forces

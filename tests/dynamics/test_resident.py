@@ -104,6 +104,19 @@ def test_langevin_temperature_and_reproducibility(ta_calc, one_thread):
     assert not np.array_equal(t1[:20], t3)
 
 
+def test_langevin_temperature_per_system(ta_calc, one_thread):
+    reps = [bulk("Ta", "bcc", a=3.31, cubic=True).repeat(2) for _ in range(2)]
+    md = ResidentMD(ta_calc, reps, 2 * units.fs, temperature_K=[300.0, 1200.0],
+                    friction=0.1 / units.fs, rng=1, skin=0.5)
+    temps = []
+    md.attach(lambda: temps.append(md.temperatures().numpy().copy()), 1)
+    md.run(150)
+    mean = np.array(temps)[50:].mean(axis=0)
+    assert 230 < mean[0] < 370 and 950 < mean[1] < 1450, mean
+    with pytest.raises(ValueError, match="one per system"):
+        ResidentMD(ta_calc, reps, 1.0, temperature_K=[300.0], friction=0.01, rng=0)
+
+
 def test_bad_input(ta_calc):
     from ase.calculators.emt import EMT
 
