@@ -57,6 +57,12 @@ class ResidentMD:
         Seeds the device noise generator (Langevin only; required there).
     skin : float
         Verlet skin (Å).
+    neighbors : {"auto", "host", "device"}
+        Where the list is rebuilt. ``"host"``: :func:`ase_mlp.neighbors.batch_neighbor_list`
+        on the CPU (any boundary conditions, per-pair cutoffs; positions are copied to the
+        host at each rebuild). ``"device"``: ``vesin-torch`` on the model's device, no copy
+        (fully periodic cells; ``pip install vesin-torch``). ``"auto"``: ``"device"`` on a
+        GPU when vesin-torch is installed and every cell is periodic, else ``"host"``.
 
     Attributes
     ----------
@@ -70,7 +76,7 @@ class ResidentMD:
     """
 
     def __init__(self, calc, images, timestep: float, *, temperature_K=None, friction=None,
-                 rng=None, skin: float = 1.0):
+                 rng=None, skin: float = 1.0, neighbors: str = "auto"):
         for attr in ("model", "device", "dtype", "elements"):
             if not hasattr(calc, attr):
                 raise TypeError(f"ResidentMD needs an ase_mlp MLPCalculator, got "
@@ -125,6 +131,7 @@ class ResidentMD:
         self._cells_np = np.stack([a.cell.array for a in images])
         self._pbc_np = np.stack([a.pbc for a in images])
         self._pair_cutoffs = np.asarray(self.model.pair_cutoffs(), dtype=float)
+        self.neighbors = self._choose_neighbors(neighbors)
 
         def tensor(x):
             return torch.as_tensor(np.ascontiguousarray(x), dtype=self.dtype, device=self.device)
@@ -154,7 +161,55 @@ class ResidentMD:
         self._compute_forces()
 
     # ------------------------------------------------------------ neighbours and forces
+    def _choose_neighbors(self, neighbors: str) -> str:
+        if neighbors not in ("auto", "host", "device"):
+            raise ValueError(f"neighbors must be 'auto', 'host' or 'device', got {neighbors!r}")
+        periodic = bool(self._pbc_np.all())
+        try:
+            import vesin_torch  # noqa: F401
+
+            have = True
+        except ImportError:
+            have = False
+        if neighbors == "auto":
+            return "device" if have and periodic and self.device.type == "cuda" else "host"
+        if neighbors == "device":
+            if not have:
+                raise ImportError("neighbors='device' needs vesin-torch: pip install "
+                                  "vesin-torch (or use neighbors='host')")
+            if not periodic:
+                raise ValueError("neighbors='device' needs fully periodic cells; use "
+                                 "neighbors='host' for open or mixed boundaries")
+        return neighbors
+
+    def _rebuild_device(self) -> None:
+        from vesin_torch import NeighborList
+
+        cutoff = float(self._pair_cutoffs.max()) + self.skin
+        nl = NeighborList(cutoff=cutoff, full_list=True)
+        cells = torch.as_tensor(self._cells_np, dtype=self.dtype, device=self.device)
+        ii, jj, ss = [], [], []
+        start = 0
+        for k, n in enumerate(self._sizes):
+            i, j, S = nl.compute(self.positions[start:start + n], cells[k], True,
+                                 quantities="ijS")
+            ii.append(i.to(torch.int64) + start)
+            jj.append(j.to(torch.int64) + start)
+            ss.append(S.to(self.dtype))
+            start += n
+        self._graph = graph_from_neighbors(
+            np.zeros((0, 3)), self._cells_np, self._species_np, self._system_np,
+            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)),
+            dtype=self.dtype, device=self.device, pbc=self._pbc_np)
+        self._graph.edge_index = torch.stack([torch.cat(ii), torch.cat(jj)])
+        self._graph.shifts = torch.cat(ss)
+        self._ref = self.positions.clone()
+        self.n_builds += 1
+
     def _rebuild(self) -> None:
+        if self.neighbors == "device":
+            self._rebuild_device()
+            return
         x = self.positions.detach().cpu().numpy()
         offsets = np.concatenate([[0], np.cumsum(self._sizes)])
         systems = [(x[offsets[k]:offsets[k + 1]], self._cells_np[k], self._pbc_np[k])

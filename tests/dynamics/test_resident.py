@@ -117,6 +117,24 @@ def test_langevin_temperature_per_system(ta_calc, one_thread):
         ResidentMD(ta_calc, reps, 1.0, temperature_K=[300.0], friction=0.01, rng=0)
 
 
+def test_device_neighbour_list_equals_host(ta_calc, one_thread):
+    pytest.importorskip("vesin_torch", exc_type=ImportError)
+    out = {}
+    for where in ("host", "device"):
+        md = ResidentMD(ta_calc, _systems(), 2 * units.fs, skin=0.2, neighbors=where)
+        md.run(40)
+        assert md.neighbors == where and md.n_builds > 2
+        out[where] = md.get_images()
+    for a, b in zip(out["host"], out["device"], strict=True):
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-10)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-9)
+    assert ResidentMD(ta_calc, _systems(), 1.0).neighbors == "host"    # auto on the CPU
+    slab = bulk("Ta", "bcc", a=3.3, cubic=True).repeat(2)
+    slab.pbc = [True, True, False]
+    with pytest.raises(ValueError, match="fully periodic"):
+        ResidentMD(ta_calc, slab, 1.0, neighbors="device")
+
+
 def test_bad_input(ta_calc):
     from ase.calculators.emt import EMT
 
@@ -131,6 +149,8 @@ def test_bad_input(ta_calc):
         ResidentMD(ta_calc, ok, 1.0, temperature_K=300, friction=0.01)
     with pytest.raises(ValueError, match="timestep"):
         ResidentMD(ta_calc, ok, 0.0)
+    with pytest.raises(ValueError, match="neighbors must be"):
+        ResidentMD(ta_calc, ok, 1.0, neighbors="gpu")
     with pytest.raises(ValueError, match="at least one"):
         ResidentMD(ta_calc, [], 1.0)
     bad = ok.copy()
