@@ -254,7 +254,7 @@ def cv_hessian(atoms, pressure: float, mode: str = "triangular", delta: float = 
     return 0.5 * (hess + hess.T)
 
 
-def supercell_hessian(hessian, repeat) -> np.ndarray:
+def supercell_hessian(hessian, repeat, mode: str = "triangular") -> np.ndarray:
     """CV Hessian of a supercell from that of its cell (triangular CVs).
 
     For ``atoms.repeat((n1, n2, n3))`` the lattice vector ``i`` and the triangular CVs of
@@ -265,6 +265,11 @@ def supercell_hessian(hessian, repeat) -> np.ndarray:
     in the frame the supercell will use (the standard form of the repeated cell is the
     repeated standard form).
     """
+    _check_mode(mode)
+    if mode != "triangular":
+        raise ValueError("supercell_hessian needs triangular CVs: the symmetric cell of a "
+                         "supercell is not the scaled symmetric cell; compute its Hessian "
+                         "with cv_hessian")
     h = np.asarray(hessian, dtype=float)
     n = np.asarray(repeat, dtype=float).reshape(3)
     if h.shape != (6, 6):

@@ -475,3 +475,5 @@ def test_supercell_hessian_equals_hessian_of_supercell():
                                rtol=0, atol=1e-4 * np.abs(expected).max())
     with pytest.raises(ValueError, match="three integers"):
         supercell_hessian(np.eye(6), (2, 0, 1))
+    with pytest.raises(ValueError, match="triangular"):
+        supercell_hessian(np.eye(6), (2, 1, 1), mode="symmetric")
