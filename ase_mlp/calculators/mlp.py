@@ -14,7 +14,8 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase_mlp.models.base import Model, symbols_to_species
 from ase_mlp.models.committee import Committee
 from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list
-from ase_mlp.neighbors.graph import graph_from_neighbors
+from ase_mlp.neighbors.device import choose_neighbors, device_batch_neighbors
+from ase_mlp.neighbors.graph import Graph, graph_from_neighbors
 
 
 def _default_device():
@@ -76,6 +77,12 @@ class MLPCalculator(Calculator):
     skin : float
         Verlet skin (Å) of the neighbour list kept between single-structure
         calls: it is rebuilt only when an atom moved more than ``skin / 2``.
+    neighbors : {"auto", "host", "device"}
+        Where :meth:`calculate_batch` builds its lists: on the host
+        (:func:`~ase_mlp.neighbors.batch_neighbor_list`, any boundaries) or on the
+        model's device (vesin-torch, periodic cells, no host round trip);
+        ``"auto"`` picks the device on a GPU when vesin-torch is installed and every
+        structure is periodic.
 
     Implemented properties: ``energy``, ``free_energy``, ``energies``,
     ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
@@ -86,7 +93,8 @@ class MLPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
-    def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0, **kwargs):
+    def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
+                 neighbors: str = "auto", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(model, Model):
             raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
@@ -97,6 +105,8 @@ class MLPCalculator(Calculator):
                 f"CUDA device (torch.cuda.is_available() is False): use device='cpu', or "
                 f"install a CUDA build of torch on a machine with a GPU")
         self.dtype = dtype if dtype is not None else torch.float64
+        choose_neighbors(neighbors, True, self.device)   # validates the choice early
+        self.neighbors = neighbors
         if self.dtype not in (torch.float64, torch.float32):
             raise ValueError(f"dtype must be torch.float64 or torch.float32, got {self.dtype}")
         params = list(model.parameters()) + list(model.buffers())
@@ -160,16 +170,37 @@ class MLPCalculator(Calculator):
         if unknown:
             raise PropertyNotImplementedError(f"unknown properties {sorted(unknown)}")
         species = [_check_atoms(a, self.elements) for a in images]
-        nb = batch_neighbor_list(
-            [(a.positions, a.cell.array, a.pbc) for a in images], None,
-            species=species, pair_cutoffs=self._pair_cutoffs)
-        graph = graph_from_neighbors(
-            np.concatenate([a.positions for a in images]),
-            np.stack([a.cell.array for a in images]),
-            np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
-            dtype=self.dtype, device=self.device, pbc=np.stack([a.pbc for a in images]))
+        periodic = all(a.pbc.all() for a in images)
+        if choose_neighbors(self.neighbors, periodic, self.device) == "device":
+            graph = self._device_graph(images, species)
+        else:
+            nb = batch_neighbor_list(
+                [(a.positions, a.cell.array, a.pbc) for a in images], None,
+                species=species, pair_cutoffs=self._pair_cutoffs)
+            graph = graph_from_neighbors(
+                np.concatenate([a.positions for a in images]),
+                np.stack([a.cell.array for a in images]),
+                np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
+                dtype=self.dtype, device=self.device, pbc=np.stack([a.pbc for a in images]))
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         return self._evaluate(graph, images, want_stress, strict_stress=False)
+
+    def _device_graph(self, images, species) -> Graph:
+        """Batched graph with its neighbour list built on the device (one copy of the
+        positions and cells to the device, none back)."""
+        sizes = [len(a) for a in images]
+        pos = torch.as_tensor(np.concatenate([a.positions for a in images]),
+                              dtype=self.dtype, device=self.device)
+        cells = torch.as_tensor(np.stack([a.cell.array for a in images]), dtype=self.dtype,
+                                device=self.device)
+        edge_index, shifts = device_batch_neighbors(pos, cells, sizes,
+                                                    float(self._pair_cutoffs.max()))
+        system = np.repeat(np.arange(len(images)), sizes)
+        return Graph(positions=pos, cells=cells,
+                     species=torch.as_tensor(np.concatenate(species), device=self.device),
+                     system=torch.as_tensor(system, device=self.device),
+                     edge_index=edge_index, shifts=shifts, n_systems=len(images),
+                     pbc=torch.ones((len(images), 3), dtype=torch.bool, device=self.device))
 
     # ------------------------------------------------------------ shared
     def _evaluate(self, graph, images, want_stress, strict_stress=True):

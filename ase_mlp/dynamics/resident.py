@@ -30,7 +30,13 @@ import torch
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from ase_mlp.neighbors import batch_neighbor_list, graph_from_neighbors
+from ase_mlp.neighbors import (
+    Graph,
+    batch_neighbor_list,
+    device_batch_neighbors,
+    graph_from_neighbors,
+)
+from ase_mlp.neighbors.device import choose_neighbors
 
 
 __all__ = ["ResidentMD"]
@@ -162,47 +168,17 @@ class ResidentMD:
 
     # ------------------------------------------------------------ neighbours and forces
     def _choose_neighbors(self, neighbors: str) -> str:
-        if neighbors not in ("auto", "host", "device"):
-            raise ValueError(f"neighbors must be 'auto', 'host' or 'device', got {neighbors!r}")
-        periodic = bool(self._pbc_np.all())
-        try:
-            import vesin_torch  # noqa: F401
-
-            have = True
-        except ImportError:
-            have = False
-        if neighbors == "auto":
-            return "device" if have and periodic and self.device.type == "cuda" else "host"
-        if neighbors == "device":
-            if not have:
-                raise ImportError("neighbors='device' needs vesin-torch: pip install "
-                                  "vesin-torch (or use neighbors='host')")
-            if not periodic:
-                raise ValueError("neighbors='device' needs fully periodic cells; use "
-                                 "neighbors='host' for open or mixed boundaries")
-        return neighbors
+        return choose_neighbors(neighbors, bool(self._pbc_np.all()), self.device)
 
     def _rebuild_device(self) -> None:
-        from vesin_torch import NeighborList
-
-        cutoff = float(self._pair_cutoffs.max()) + self.skin
-        nl = NeighborList(cutoff=cutoff, full_list=True)
         cells = torch.as_tensor(self._cells_np, dtype=self.dtype, device=self.device)
-        ii, jj, ss = [], [], []
-        start = 0
-        for k, n in enumerate(self._sizes):
-            i, j, S = nl.compute(self.positions[start:start + n], cells[k], True,
-                                 quantities="ijS")
-            ii.append(i.to(torch.int64) + start)
-            jj.append(j.to(torch.int64) + start)
-            ss.append(S.to(self.dtype))
-            start += n
-        self._graph = graph_from_neighbors(
-            np.zeros((0, 3)), self._cells_np, self._species_np, self._system_np,
-            np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 3)),
-            dtype=self.dtype, device=self.device, pbc=self._pbc_np)
-        self._graph.edge_index = torch.stack([torch.cat(ii), torch.cat(jj)])
-        self._graph.shifts = torch.cat(ss)
+        edge_index, shifts = device_batch_neighbors(
+            self.positions, cells, self._sizes, float(self._pair_cutoffs.max()) + self.skin)
+        self._graph = Graph(positions=self.positions, cells=cells,
+                            species=torch.as_tensor(self._species_np, device=self.device),
+                            system=self._system, edge_index=edge_index, shifts=shifts,
+                            n_systems=self.n_systems,
+                            pbc=torch.as_tensor(self._pbc_np, device=self.device))
         self._ref = self.positions.clone()
         self.n_builds += 1
 
