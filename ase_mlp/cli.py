@@ -15,14 +15,11 @@ def default_model_path() -> pathlib.Path:
 
 
 def _calculator(paths, device, dtype):
-    import torch
-
     from ase_mlp.calculators import MLPCalculator
 
-    dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
     if not paths:
         paths = [default_model_path()]
-    return MLPCalculator.from_file(*paths, device=device, dtype=dt)
+    return MLPCalculator.from_file(*paths, device=device, dtype=dtype)
 
 
 def cmd_demo(args) -> int:

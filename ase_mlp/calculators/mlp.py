@@ -72,8 +72,9 @@ class MLPCalculator(Calculator):
         The model; it is copied if a different ``device``/``dtype`` is requested.
     device : str or torch.device, optional
         ``"cpu"`` or ``"cuda"``; default: CUDA when available, else CPU.
-    dtype : torch.dtype, optional
-        ``torch.float64`` (default; LAMMPS-exact) or ``torch.float32``.
+    dtype : torch.dtype or str, optional
+        ``torch.float64`` (default; LAMMPS-exact) or ``torch.float32``, or their names
+        ``"float64"`` / ``"float32"``.
     skin : float
         Verlet skin (Å) of the neighbour list kept between single-structure
         calls: it is rebuilt only when an atom moved more than ``skin / 2``.
@@ -104,6 +105,10 @@ class MLPCalculator(Calculator):
                 f"device={str(device)!r} was requested, but torch {torch.__version__} sees no "
                 f"CUDA device (torch.cuda.is_available() is False): use device='cpu', or "
                 f"install a CUDA build of torch on a machine with a GPU")
+        if isinstance(dtype, str):
+            if dtype not in ("float64", "float32"):
+                raise ValueError(f"dtype must be 'float64' or 'float32', got {dtype!r}")
+            dtype = getattr(torch, dtype)
         self.dtype = dtype if dtype is not None else torch.float64
         choose_neighbors(neighbors, True, self.device)   # validates the choice early
         self.neighbors = neighbors

@@ -35,7 +35,6 @@ class ASEMLPDriver(Dummy_driver):
         super().__init__(*args, **kwargs)
 
     def check_parameters(self):
-        import torch
         from ase.io import read
 
         from ase_mlp.calculators import MLPCalculator
@@ -43,8 +42,7 @@ class ASEMLPDriver(Dummy_driver):
         from ase_mlp.ipi.evaluate import Evaluator
 
         paths = self.model_paths or [default_model_path()]
-        dt = {"float64": torch.float64, "float32": torch.float32}[str(self.dtype)]
-        calc = MLPCalculator.from_file(*paths, device=self.device, dtype=dt)
+        calc = MLPCalculator.from_file(*paths, device=self.device, dtype=str(self.dtype))
         atoms = read(str(self.template)) if self.template else None
         self.evaluator = Evaluator(calc, atoms)
 

@@ -11,6 +11,7 @@ the edges within their own per-pair cutoffs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -19,8 +20,9 @@ import torch
 __all__ = ["choose_neighbors", "device_batch_neighbors", "have_device_neighbors"]
 
 
+@functools.cache
 def have_device_neighbors() -> bool:
-    """Whether vesin-torch is installed."""
+    """Whether vesin-torch is installed (looked up once per process)."""
     try:
         import vesin_torch  # noqa: F401
     except ImportError:
@@ -80,6 +82,8 @@ def choose_neighbors(neighbors: str, periodic: bool, device) -> str:
     and periodic cells, else ``"host"``; an explicit ``"device"`` is checked to be possible."""
     if neighbors not in ("auto", "host", "device"):
         raise ValueError(f"neighbors must be 'auto', 'host' or 'device', got {neighbors!r}")
+    if neighbors == "host":
+        return neighbors
     have = have_device_neighbors()
     if neighbors == "auto":
         return "device" if have and periodic and torch.device(device).type == "cuda" \

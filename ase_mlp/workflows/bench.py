@@ -153,8 +153,7 @@ def bench_calculator(model, atoms, *, device: str = "cpu", dtype: str = "float64
 
     from ase_mlp.calculators import MLPCalculator
 
-    dt = {"float64": torch.float64, "float32": torch.float32}[dtype]
-    calc = MLPCalculator(model, device=device, dtype=dt)
+    calc = MLPCalculator(model, device=device, dtype=dtype)
     cuda = calc.device.type == "cuda"
     work = atoms.copy()
     rng = np.random.default_rng(seed)

@@ -178,15 +178,16 @@ def load_checkpoint(dyn, path) -> None:
                 else float(z["force_eps"])
 
 
-def _trim_trajectory(path, last_step) -> int:
-    """Drop frames written after ``last_step`` (by a run that died after its checkpoint)."""
+def _trim_trajectory(path, last_step, key: str = "md_step") -> int:
+    """Drop frames written after ``last_step`` (by a run that died after its checkpoint);
+    a frame's step is ``atoms.info[key]``."""
     from ase.io.trajectory import Trajectory
 
     if not path.exists() or path.stat().st_size == 0:
         return 0
     with Trajectory(path) as tr:
         frames = list(tr)
-    keep = [a for a in frames if a.info.get("md_step", -1) <= last_step]
+    keep = [a for a in frames if a.info.get(key, -1) <= last_step]
     if len(keep) < len(frames):
         tmp = path.with_name(path.name + ".tmp")
         with Trajectory(tmp, "w") as tw:

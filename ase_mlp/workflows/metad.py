@@ -341,17 +341,9 @@ def _read_start(cfg: MetadConfig):
 
 
 def _model_calculator(cfg: MetadConfig):
-    import torch
+    from ase_mlp.cli import _calculator
 
-    from ase_mlp.calculators import MLPCalculator
-
-    paths = cfg.model
-    if not paths:
-        from ase_mlp.cli import default_model_path
-
-        paths = [default_model_path()]
-    dt = {"float64": torch.float64, "float32": torch.float32}[cfg.dtype]
-    return MLPCalculator.from_file(*paths, device=cfg.device, dtype=dt)
+    return _calculator(cfg.model, cfg.device, cfg.dtype)
 
 
 def _fingerprint(cfg: MetadConfig):
@@ -390,7 +382,7 @@ def _check_restart_settings(path: pathlib.Path, mine: dict, log) -> None:
 
 def _trim_outputs(log_path: pathlib.Path, traj_path: pathlib.Path, nsteps: int) -> int:
     """Drop log lines and frames written after the checkpoint (metastep ``nsteps``)."""
-    from ase.io.trajectory import Trajectory
+    from ase_mlp.workflows.md import _trim_trajectory
 
     dropped = 0
     if log_path.exists():
@@ -402,18 +394,7 @@ def _trim_outputs(log_path: pathlib.Path, traj_path: pathlib.Path, nsteps: int) 
             tmp = log_path.with_name(log_path.name + ".tmp")
             tmp.write_text("".join(keep), encoding="utf-8")
             os.replace(tmp, log_path)
-    if traj_path.exists() and traj_path.stat().st_size > 0:
-        with Trajectory(traj_path) as tr:
-            frames = list(tr)
-        keep = [a for k, a in enumerate(frames) if a.info.get("metastep", k) <= nsteps]
-        if len(keep) < len(frames):
-            dropped += len(frames) - len(keep)
-            tmp = traj_path.with_name(traj_path.name + ".tmp")
-            with Trajectory(tmp, "w") as tw:
-                for a in keep:
-                    tw.write(a)
-            os.replace(tmp, traj_path)
-    return dropped
+    return dropped + _trim_trajectory(traj_path, nsteps, key="metastep")
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
