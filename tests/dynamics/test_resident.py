@@ -4,6 +4,7 @@ Langevin temperature and reproducibility, bad input."""
 
 import numpy as np
 import pytest
+import torch
 from ase import units
 from ase.build import bulk
 from ase.md.verlet import VelocityVerlet
@@ -133,6 +134,28 @@ def test_device_neighbour_list_equals_host(ta_calc, one_thread):
     slab.pbc = [True, True, False]
     with pytest.raises(ValueError, match="fully periodic"):
         ResidentMD(ta_calc, slab, 1.0, neighbors="device")
+
+
+@pytest.mark.parametrize("langevin", [False, True])
+def test_restart_equals_unsplit(ta_calc, tmp_path, langevin, one_thread):
+    kw = dict(temperature_K=[500.0, 900.0, 700.0], friction=0.02 / units.fs, rng=3) \
+        if langevin else {}
+    full = ResidentMD(ta_calc, _systems(), 2 * units.fs, skin=0.2, **kw)
+    full.run(40)
+    first = ResidentMD(ta_calc, _systems(), 2 * units.fs, skin=0.2, **kw)
+    first.run(17)
+    first.save_state(tmp_path / "md.npz")
+    kw2 = dict(kw, rng=99) if langevin else kw          # the noise state comes from the file
+    second = ResidentMD(ta_calc, _systems(), 2 * units.fs, skin=0.2, **kw2)
+    second.load_state(tmp_path / "md.npz")
+    second.run(23)
+    assert second.nsteps == full.nsteps == 40 and full.n_builds > 2
+    assert second.n_builds == full.n_builds
+    for name in ("positions", "velocities", "forces", "energy"):
+        assert torch.equal(getattr(second, name), getattr(full, name)), name
+    other = ResidentMD(ta_calc, _systems(), 1 * units.fs, skin=0.2, **kw)
+    with pytest.raises(ValueError, match="timestep"):
+        other.load_state(tmp_path / "md.npz")
 
 
 def test_bad_input(ta_calc):
