@@ -11,6 +11,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ase_mlp.kernels import check_backend, check_threads, kernel_settings
 from ase_mlp.models.base import Model, symbols_to_species
 from ase_mlp.models.committee import Committee
 from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list
@@ -84,6 +85,16 @@ class MLPCalculator(Calculator):
         model's device (vesin-torch, periodic cells, no host round trip);
         ``"auto"`` picks the device on a GPU when vesin-torch is installed and every
         structure is periodic.
+    threads : int, optional
+        CPU threads of the compiled kernels for each evaluation (default: one per ~64
+        atoms, at most the cores this process may use). The threads exist only during a
+        call and never spin, so other processes on the same cores are not slowed down
+        by idle workers, and a later ``fork()`` is safe. Process-wide settings (torch's
+        own thread count, environment variables) are never changed.
+    backend : {"auto", "compiled", "torch"}
+        Implementation of the SNAP family: the compiled kernels
+        (:mod:`ase_mlp.kernels`; ``"auto"`` falls back to torch with a warning when no
+        C++ compiler is available, ``"compiled"`` raises instead) or the torch code.
 
     Implemented properties: ``energy``, ``free_energy``, ``energies``,
     ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
@@ -95,8 +106,11 @@ class MLPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
-                 neighbors: str = "auto", **kwargs):
+                 neighbors: str = "auto", threads: int | None = None, backend: str = "auto",
+                 **kwargs):
         super().__init__(**kwargs)
+        self.threads = check_threads(threads)
+        self.backend = check_backend(backend)
         if not isinstance(model, Model):
             raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
         self.device = torch.device(device if device is not None else _default_device())
@@ -209,7 +223,7 @@ class MLPCalculator(Calculator):
 
     # ------------------------------------------------------------ shared
     def _evaluate(self, graph, images, want_stress, strict_stress=True):
-        with torch.no_grad():
+        with torch.no_grad(), kernel_settings(backend=self.backend, threads=self.threads):
             out = self.model(graph, forces=True, stress=want_stress)
         energy = out["energy"].detach().cpu().numpy().astype(float)
         energies = out["energies"].detach().cpu().numpy().astype(float)

@@ -20,7 +20,9 @@ Memory is bounded by processing atoms and edges in chunks.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -57,6 +59,12 @@ def _contract_by_target(Y, target, du):
     D[inv, pos] = du.permute(2, 0, 1)
     out = torch.bmm(Y.index_select(0, uniq), D.view(G, M * 3, H2).transpose(1, 2))
     return out.view(G, -1, M, 3).permute(0, 2, 1, 3)[inv, pos]
+
+
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    warnings.warn(f"ase_mlp: compiled SNAP kernels unavailable, using the (slower) torch "
+                  f"implementation: {reason}", RuntimeWarning, stacklevel=3)
 
 
 @dataclass
@@ -284,6 +292,7 @@ class Bispectrum(torch.nn.Module):
         *,
         atom_chunk: int | None = None,
         edge_chunk: int | None = None,
+        linear: torch.Tensor | None = None,
     ):
         """Per-atom energies and ``dE/dr_ij`` for a model ``E_i = f(B_i)``.
 
@@ -292,8 +301,31 @@ class Bispectrum(torch.nn.Module):
         ``need_gradient`` is False. Returns ``(energies, edge_grad)`` with
         ``edge_grad`` of shape ``(graph.n_edges, 3)`` (zeros on edges beyond the
         cutoff) or None.
+
+        ``linear`` (n_elements, 1 + n_descriptors), optional: the coefficients of a
+        linear model ``E_i = beta_0 + beta . B_i``; the compiled kernels then run
+        descriptors, energies and gradients in one pass (``energy_fn`` is not called).
+
+        On the CPU the compiled kernels (:mod:`ase_mlp.kernels`) run this unless
+        ``kernel_settings(backend="torch")`` is in force, no compiler is available, or
+        autograd must see through the descriptor (``vectors.requires_grad``).
         """
         ctx = self._prepare(graph, vectors, edge_chunk)
+        if self._use_compiled(vectors, linear):
+            from ase_mlp.kernels import sna
+
+            out = sna.evaluate(self, ctx, energy_fn, need_gradient, linear)
+            if out is not None:  # None: dE/dB carries autograd history, use torch below
+                energies, grad_sel = out
+                if grad_sel is None:
+                    return energies, None
+                grad = vectors.new_zeros((graph.n_edges, 3))
+                grad.index_copy_(0, ctx.sel, grad_sel)
+                return energies, grad
+        if linear is not None:
+            def energy_fn(B, species, _c=linear):  # noqa: F811 - the linear model in torch
+                c = _c.to(B.dtype)[species]
+                return c[:, 0] + (B * c[:, 1:]).sum(1), c[:, 1:]
         uhalf = self._densities(ctx)
         n_atoms = ctx.n_atoms
         H, S = ctx.H, self.n_slots
@@ -326,6 +358,32 @@ class Bispectrum(torch.nn.Module):
         grad = vectors.new_zeros((graph.n_edges, 3))
         grad.index_copy_(0, ctx.sel, grad_sel)
         return energies, grad
+
+    def _use_compiled(self, vectors: torch.Tensor, linear=None) -> bool:
+        """Whether :meth:`evaluate` runs the compiled kernels (see there)."""
+        from ase_mlp import kernels
+
+        backend = kernels.current_settings().backend
+        if backend == "torch":
+            return False
+        reason = None
+        if vectors.device.type != "cpu":
+            reason = f"the compiled kernels run on the CPU, the data is on {vectors.device}"
+        elif torch.is_grad_enabled() and (vectors.requires_grad or (
+                linear is not None and linear.requires_grad)):
+            reason = "autograd must see through the descriptor (inputs require grad)"
+        elif not kernels.available():
+            try:
+                kernels.library()
+            except kernels.KernelUnavailable as exc:
+                reason = str(exc)
+            if backend == "auto":
+                _warn_fallback(reason)
+        if reason is None:
+            return True
+        if backend == "compiled":
+            raise kernels.KernelUnavailable(f"backend='compiled' was requested, but {reason}")
+        return False
 
     def jacobian(self, graph, vectors: torch.Tensor | None = None, *, edge_chunk: int = 512):
         """Descriptors and their gradients with respect to every edge vector.

@@ -89,6 +89,11 @@ class LinearSNAP(_SNAPBase):
     def config(self) -> dict:
         return {"descriptor": self.descriptor.config()}
 
+    def compute(self, graph, vectors, need_gradient):
+        # the compiled kernels fuse descriptors, energies and gradients of linear SNAP
+        return self.descriptor.evaluate(graph, vectors, None, need_gradient,
+                                        linear=self.coefficients)
+
     def atom_energy(self, B, species, need_gradient):
         c = self.coefficients.to(B.dtype)[species]
         beta = c[:, 1:]

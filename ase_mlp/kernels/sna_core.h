@@ -1,0 +1,542 @@
+// SNAP bispectrum kernels: one source for the CPU (g++) and the GPU (nvcc/NVRTC).
+//
+// Everything here is a __host__ __device__ function of one index (an atom); the
+// drivers (sna_cpu.cpp: threads over atoms; sna_cuda.cu: one GPU thread per atom)
+// only loop over indices. There are no atomics, no shared memory and no reductions
+// across indices: every output is written by the index that owns it (per-atom
+// energies, descriptors and adjoints; per-edge gradients, which belong to the edge's
+// centre atom). The result therefore does not depend on the execution order, and
+// the CPU build is an oracle for the GPU build.
+//
+// The maths is the one of ase_mlp/descriptors/bispectrum.py (LAMMPS compute sna/atom,
+// Thompson et al. J. Comput. Phys. 285, 316 (2015)), with the same index tables
+// (ase_mlp/descriptors/_sna_tables.py):
+//   1. per edge, the Wigner matrices u_j on the "half set" (rows mb <= j/2) by the
+//      Cayley-Klein recursion, weighted by the switching function;
+//   2. per atom, the density U_i (one block per chemistry slot), its full matrices,
+//      Z = sum CG CG U U and B = sum bw Re(conj(U) Z) - bzero;
+//   3. per atom, from dE/dB the adjoint Y = dE/dU folded onto the half set;
+//   4. per edge, dE/dr_ij = sfac dL/dr + L dsfac/dr r_hat with L = sum Re(conj(Y) u),
+//      by forward-mode derivatives of the recursion.
+// Original code of ase_mlp (MIT).
+#pragma once
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define SNA_HD __host__ __device__ inline
+#else
+#define SNA_HD inline
+#include <math.h>
+#endif
+
+// Tables and flags of one Bispectrum (shared by every call), laid out for ctypes:
+// pointers first, then 64-bit integers, then doubles (no padding anywhere).
+struct SnaTables {
+  const int32_t* zoff;           // (n_z + 1) CSR of the Z terms by Z entry
+  const int32_t* zp1;            // (n_terms) full-U index of the first factor
+  const int32_t* zp2;            // (n_terms) second factor
+  const double* zcoef;           // (n_terms) CG * CG (/ (j+1) with bnormflag)
+  const int32_t* bidx;           // (n_bs) B component of every B term
+  const int32_t* bz;             // (n_bs) Z entry
+  const int32_t* bq;             // (n_bs) full-U index
+  const double* bw;              // (n_bs) weight (LAMMPS's 2 / 1 half-matrix weights)
+  const double* bzero;           // (K) bzero shift (zeros without bzeroflag)
+  const int32_t* triple_of_b;    // (K) element triple of every component
+  const int32_t* full_from_half; // (U) half-set position every full entry derives from
+  const double* full_sign;       // (U) 0: copy; +-1: sign * conj(half partner)
+  const int32_t* half_index;     // (H) full-U index of every half-set entry
+  const int32_t* half_partner;   // (H) its mirror partner (itself for a centre entry)
+  const double* half_sign;       // (H) (-1)^(ma-mb); 0 marks a real centre entry
+  const int32_t* half_diag;      // (n_diag) half-set positions of the diagonal entries
+  const double* rootpq;          // (twojmax+2)^2 sqrt(p/q)
+  int64_t twojmax, n_slots, H, U, n_z, K, n_bs, n_diag;
+  int64_t switchflag, switchinnerflag, bzeroflag, chemflag, wselfallflag;
+  double rfac0, rmin0;
+};
+
+// Per-call data. Edges are those within the cutoffs, sorted by centre atom
+// (offsets is the CSR); every per-edge array has n_edges rows.
+template <typename T>
+struct SnaCall {
+  const T* rij;         // (E, 3) edge vectors r_j - r_i
+  const T* rcut;        // (E) pair cutoff
+  const T* wj;          // (E) neighbour weight
+  const T* rinner;      // (E) or null (switchinnerflag)
+  const T* drinner;     // (E) or null
+  const int64_t* slot;  // (E) chemistry slot (element of j with chemflag, else 0)
+  const int64_t* offsets;  // (n_atoms + 1)
+  const int64_t* species;  // (n_atoms)
+  const T* coeff;       // (n_elements, 1 + K) linear coefficients (fused mode) or null
+  const T* dedb;        // (n_atoms, K) dE/dB (two-pass mode) or null
+  T* uhalf;             // (n_atoms, S, H, 2) densities kept between passes, or null
+  T* energies;          // (n_atoms) or null
+  T* descriptors;       // (n_atoms, K) or null
+  T* edge_grad;         // (E, 3) dE/dr_ij or null
+  int64_t n_atoms, n_edges;
+};
+
+// Complex entries stored for one edge's recursion: every layer j keeps rows
+// 0..j/2 (plus the mirror row h+1 of odd j < twojmax), each of width j+1.
+SNA_HD int64_t sna_layer_store_size(int64_t twojmax) {
+  int64_t n = 0;
+  for (int64_t j = 0; j <= twojmax; ++j) n += (j / 2 + 2) * (j + 1);
+  return n;
+}
+
+// Workspace of one atom (per thread), in units of T.
+SNA_HD int64_t sna_workspace_size(const SnaTables& t) {
+  const int64_t S = t.n_slots;
+  const int64_t L = (t.twojmax + 2) * (t.twojmax + 2);
+  return 2 * (S * t.H)          // half densities
+         + 2 * (S * t.U)        // full densities
+         + 2 * (S * S * t.n_z)  // Z
+         + 2 * (S * S * t.n_z)  // dE/dZ
+         + 2 * (S * t.U)        // dE/dU (full)
+         + 2 * (S * t.H)        // Y (half)
+         + t.K                  // B or dE/dB
+         + 2 * sna_layer_store_size(t.twojmax)  // one edge's layers
+         + 2 * 2 * L;           // adjoints of two layers
+}
+
+template <typename T>
+struct SnaEdge {
+  T x, y, z, r, car, cai, cbr, cbi, sfac, dsfac;
+  T dcar[3], dcai[3], dcbr[3], dcbi[3];
+};
+
+// Cayley-Klein parameters conj(a), conj(b) of the edge, the switching function and,
+// with need_d, their derivatives with respect to r_ij.
+template <typename T>
+SNA_HD void sna_edge_setup(const SnaTables& t, const SnaCall<T>& c, int64_t e, bool need_d,
+                           SnaEdge<T>& g) {
+  const T pi = (T)3.14159265358979323846;
+  g.x = c.rij[3 * e];
+  g.y = c.rij[3 * e + 1];
+  g.z = c.rij[3 * e + 2];
+  const T rsq = g.x * g.x + g.y * g.y + g.z * g.z;
+  const T r = sqrt(rsq);
+  g.r = r;
+  const T rcut = c.rcut[e];
+  const T rmin0 = (T)t.rmin0;
+  const T rscale0 = (T)t.rfac0 * pi / (rcut - rmin0);
+  const T theta0 = (r - rmin0) * rscale0;
+  const T z0 = r * cos(theta0) / sin(theta0);
+  const T r0inv = (T)1 / sqrt(rsq + z0 * z0);
+  g.car = z0 * r0inv;
+  g.cai = g.z * r0inv;
+  g.cbr = g.y * r0inv;
+  g.cbi = g.x * r0inv;
+  // switching function times the neighbour weight
+  T sfac, dsfac;
+  if (t.switchflag && r > rmin0) {
+    const T fac = pi / (rcut - rmin0);
+    const T xx = (r - rmin0) * fac;
+    sfac = (T)0.5 * (cos(xx) + (T)1);
+    dsfac = (T)-0.5 * sin(xx) * fac;
+  } else {
+    sfac = (T)1;
+    dsfac = (T)0;
+  }
+  if (t.switchinnerflag) {
+    const T ri = c.rinner[e], dri = c.drinner[e];
+    const T fac = pi / dri;
+    const T xx = (r - ri) * fac;
+    T si, dsi = (T)0;
+    if (r >= ri + dri) {
+      si = (T)1;
+    } else if (r > ri) {
+      si = (T)0.5 * ((T)1 - cos(xx));
+      dsi = (T)0.5 * sin(xx) * fac;
+    } else {
+      si = (T)0;
+    }
+    dsfac = dsfac * si + sfac * dsi;
+    sfac = sfac * si;
+  }
+  const T w = c.wj[e];
+  g.sfac = sfac * w;
+  g.dsfac = dsfac * w;
+  if (!need_d) return;
+  const T dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq;
+  const T u[3] = {g.x / r, g.y / r, g.z / r};
+  const T k = -(r0inv * r0inv * r0inv) * (r + z0 * dz0dr);
+  for (int d = 0; d < 3; ++d) {
+    const T dr0 = k * u[d];
+    g.dcar[d] = dz0dr * u[d] * r0inv + z0 * dr0;
+    g.dcai[d] = g.z * dr0;
+    g.dcbr[d] = g.y * dr0;
+    g.dcbi[d] = g.x * dr0;
+  }
+  g.dcai[2] += r0inv;
+  g.dcbr[1] += r0inv;
+  g.dcbi[0] += r0inv;
+}
+
+// Forward Wigner recursion of one edge over the half set (VMK 4.8.2), every layer
+// kept in `lay` (interleaved re, im) for the reverse sweep.
+// MODE 0: add sfac * u to the half density `acc`.
+// MODE 1: return L = sum_h Re(conj(Y_h) u_h).
+template <typename T, int MODE>
+SNA_HD T sna_edge_forward(const SnaTables& t, const SnaEdge<T>& g, T* lay, T* acc,
+                          const T* Y) {
+  const int twojmax = (int)t.twojmax;
+  const int64_t rps = t.twojmax + 2;
+  const T car = g.car, cai = g.cai, cbr = g.cbr, cbi = g.cbi;
+  const T sf = g.sfac;
+  T L = (T)0;
+  lay[0] = (T)1;
+  lay[1] = (T)0;
+  if (MODE == 0) acc[0] += sf;
+  else L = Y[0];
+  const T* prev = lay;
+  T* next = lay + 2 * 2;  // layer 0 occupies (0/2 + 2) * 1 entries
+  int64_t pos = 1;
+  for (int j = 1; j <= twojmax; ++j) {
+    const int h = j / 2;
+    const int pw = j, nw = j + 1;
+    for (int mb = 0; mb <= h; ++mb) {
+      const T* prow = prev + 2 * (int64_t)mb * pw;
+      T* nrow = next + 2 * (int64_t)mb * nw;
+      const double* rpa = t.rootpq + (int64_t)(j - mb);  // rootpq[p][j-mb] = rpa[p * rps]
+      const int nkeep = (2 * mb == j) ? h + 1 : nw;
+      T Br = (T)0, Bi = (T)0;  // b-term of entry ma, from prev[ma - 1]
+      for (int ma = 0; ma <= j; ++ma) {
+        T nr = -Br, ni = -Bi;
+        if (ma < j) {
+          const T Ar = prow[2 * ma], Ai = prow[2 * ma + 1];
+          const T coa = (T)rpa[(int64_t)(j - ma) * rps];
+          nr += coa * (car * Ar - cai * Ai);
+          ni += coa * (car * Ai + cai * Ar);
+          const T cob = (T)rpa[(int64_t)(ma + 1) * rps];
+          Br = cob * (cbr * Ar - cbi * Ai);
+          Bi = cob * (cbr * Ai + cbi * Ar);
+        }
+        nrow[2 * ma] = nr;
+        nrow[2 * ma + 1] = ni;
+        if (ma < nkeep) {
+          if (MODE == 0) {
+            acc[2 * pos] += sf * nr;
+            acc[2 * pos + 1] += sf * ni;
+          } else {
+            L += Y[2 * pos] * nr + Y[2 * pos + 1] * ni;
+          }
+          ++pos;
+        }
+      }
+    }
+    if ((j & 1) && j < twojmax) {
+      // mirror row h+1: u[h+1][ma] = (-1)^(h+1-ma) conj(u[h][j-ma])
+      const T* src = next + 2 * (int64_t)h * nw;
+      T* dst = next + 2 * (int64_t)(h + 1) * nw;
+      for (int ma = 0; ma <= j; ++ma) {
+        const T sg = ((h + 1 - ma) & 1) ? (T)-1 : (T)1;
+        dst[2 * ma] = sg * src[2 * (j - ma)];
+        dst[2 * ma + 1] = -sg * src[2 * (j - ma) + 1];
+      }
+    }
+    prev = next;
+    next += 2 * (int64_t)(h + 2) * nw;
+  }
+  return L;
+}
+
+// Reverse sweep after sna_edge_forward<T, 1>: dL/d(car, cai, cbr, cbi) into g4.
+// G0/G1 hold the adjoints of the current and the next layer (rows x width).
+template <typename T>
+SNA_HD void sna_edge_reverse(const SnaTables& t, const SnaEdge<T>& g, const T* lay,
+                             const T* Y, T* G0, T* G1, T g4[4]) {
+  const int twojmax = (int)t.twojmax;
+  const int64_t rps = t.twojmax + 2;
+  const T car = g.car, cai = g.cai, cbr = g.cbr, cbi = g.cbi;
+  T gar = (T)0, gai = (T)0, gbr = (T)0, gbi = (T)0;
+  // offsets of the stored layers and of their half-set entries
+  int64_t lay_end = 0, pos_end = 0;
+  for (int j = 0; j <= twojmax; ++j) {
+    lay_end += 2 * (int64_t)(j / 2 + 2) * (j + 1);
+    pos_end += (j % 2 == 1) ? (int64_t)(j / 2 + 1) * (j + 1)
+                            : (int64_t)(j / 2) * (j + 1) + j / 2 + 1;
+  }
+  T* G = G0;      // adjoint of layer j (rows x (j+1))
+  T* Gp = G1;     // adjoint of layer j-1 being built
+  int next_rows = 0;  // rows of the adjoint handed down from layer j+1
+  for (int j = twojmax; j >= 1; --j) {
+    const int h = j / 2;
+    const int nw = j + 1, pw = j;
+    const bool mirror = (j & 1) && j < twojmax;
+    const int rows = mirror ? h + 2 : h + 1;
+    lay_end -= 2 * (int64_t)(h + 2) * nw;  // start of layer j
+    const int64_t layer_half = (j % 2 == 1) ? (int64_t)(h + 1) * nw : (int64_t)h * nw + h + 1;
+    pos_end -= layer_half;                  // first half-set position of layer j
+    // G = Y (half entries) + what layer j+1 handed down (already in G for rows < next_rows)
+    int64_t pos = pos_end;
+    for (int mb = 0; mb < rows; ++mb) {
+      const int nkeep = (mb > h) ? 0 : ((2 * mb == j) ? h + 1 : nw);
+      T* grow = G + 2 * (int64_t)mb * nw;
+      for (int ma = 0; ma < nw; ++ma) {
+        T r = (T)0, i = (T)0;
+        if (mb < next_rows) {
+          r = grow[2 * ma];
+          i = grow[2 * ma + 1];
+        }
+        if (ma < nkeep) {
+          r += Y[2 * pos];
+          i += Y[2 * pos + 1];
+          ++pos;
+        }
+        grow[2 * ma] = r;
+        grow[2 * ma + 1] = i;
+      }
+    }
+    if (mirror) {  // u[h+1][ma] = s conj(u[h][j-ma])
+      const T* gm = G + 2 * (int64_t)(h + 1) * nw;
+      T* gh = G + 2 * (int64_t)h * nw;
+      for (int ma = 0; ma <= j; ++ma) {
+        const T sg = ((h + 1 - ma) & 1) ? (T)-1 : (T)1;
+        gh[2 * (j - ma)] += sg * gm[2 * ma];
+        gh[2 * (j - ma) + 1] -= sg * gm[2 * ma + 1];
+      }
+    }
+    // through n[mb][ma] = coa ca A[mb][ma] - cob cb A[mb][ma-1] to ca, cb and A (layer j-1)
+    const T* A = lay + (lay_end - 2 * (int64_t)((j - 1) / 2 + 2) * pw);
+    for (int mb = 0; mb <= h; ++mb) {
+      const double* rpa = t.rootpq + (int64_t)(j - mb);
+      const T* grow = G + 2 * (int64_t)mb * nw;
+      const T* arow = A + 2 * (int64_t)mb * pw;
+      T* prow = Gp + 2 * (int64_t)mb * pw;
+      for (int m = 0; m < pw; ++m) {
+        const T coa = (T)rpa[(int64_t)(j - m) * rps];
+        const T cob = (T)rpa[(int64_t)(m + 1) * rps];
+        const T Gar = coa * grow[2 * m], Gai = coa * grow[2 * m + 1];
+        const T Gbr = cob * grow[2 * (m + 1)], Gbi = cob * grow[2 * (m + 1) + 1];
+        const T Ar = arow[2 * m], Ai = arow[2 * m + 1];
+        gar += Ar * Gar + Ai * Gai;
+        gai += Ar * Gai - Ai * Gar;
+        gbr -= Ar * Gbr + Ai * Gbi;
+        gbi -= Ar * Gbi - Ai * Gbr;
+        prow[2 * m] = car * Gar + cai * Gai - (cbr * Gbr + cbi * Gbi);
+        prow[2 * m + 1] = car * Gai - cai * Gar - (cbr * Gbi - cbi * Gbr);
+      }
+    }
+    next_rows = h + 1;
+    T* tmp = G;
+    G = Gp;
+    Gp = tmp;
+  }
+  g4[0] = gar;
+  g4[1] = gai;
+  g4[2] = gbr;
+  g4[3] = gbi;
+}
+
+// Pointers into one atom's workspace.
+template <typename T>
+struct SnaWork {
+  T *uhalf, *ufull, *Z, *gZ, *gU, *Y, *vecK, *lay, *G0, *G1;
+};
+
+template <typename T>
+SNA_HD SnaWork<T> sna_work(const SnaTables& t, T* base) {
+  const int64_t S = t.n_slots;
+  const int64_t L = (t.twojmax + 2) * (t.twojmax + 2);
+  SnaWork<T> w;
+  T* p = base;
+  w.uhalf = p; p += 2 * S * t.H;
+  w.ufull = p; p += 2 * S * t.U;
+  w.Z = p; p += 2 * S * S * t.n_z;
+  w.gZ = p; p += 2 * S * S * t.n_z;
+  w.gU = p; p += 2 * S * t.U;
+  w.Y = p; p += 2 * S * t.H;
+  w.vecK = p; p += t.K;
+  w.lay = p; p += 2 * sna_layer_store_size(t.twojmax);
+  w.G0 = p; p += 2 * L;
+  w.G1 = p;
+  return w;
+}
+
+// Pass 1 of atom i: half densities (self term included) into `uhalf`.
+template <typename T>
+SNA_HD void sna_atom_densities(const SnaTables& t, const SnaCall<T>& c, int64_t i,
+                               const SnaWork<T>& w, T* uhalf) {
+  const int64_t S = t.n_slots, H = t.H;
+  for (int64_t k = 0; k < 2 * S * H; ++k) uhalf[k] = (T)0;
+  SnaEdge<T> g;
+  for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
+    sna_edge_setup(t, c, e, false, g);
+    sna_edge_forward<T, 0>(t, g, w.lay, uhalf + 2 * H * c.slot[e], (const T*)0);
+  }
+  const bool own_only = t.chemflag && !t.wselfallflag;
+  for (int64_t s = 0; s < S; ++s) {
+    if (own_only && s != c.species[i]) continue;
+    for (int64_t k = 0; k < t.n_diag; ++k) uhalf[2 * (s * H + t.half_diag[k])] += (T)1;
+  }
+}
+
+// Full matrices, Z and B (into `B`, length K) of an atom from its half densities.
+template <typename T>
+SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
+                                int64_t species, T* B) {
+  const int64_t S = t.n_slots, H = t.H, U = t.U;
+  for (int64_t s = 0; s < S; ++s) {
+    const T* hs = uhalf + 2 * s * H;
+    T* fs = w.ufull + 2 * s * U;
+    for (int64_t f = 0; f < U; ++f) {
+      const int64_t src = t.full_from_half[f];
+      const double sg = t.full_sign[f];
+      if (sg == 0.0) {
+        fs[2 * f] = hs[2 * src];
+        fs[2 * f + 1] = hs[2 * src + 1];
+      } else {
+        fs[2 * f] = (T)sg * hs[2 * src];
+        fs[2 * f + 1] = -(T)sg * hs[2 * src + 1];
+      }
+    }
+  }
+  const int64_t NZ = S * S * t.n_z;
+  const T* u = w.ufull;
+  for (int64_t z = 0; z < NZ; ++z) {
+    T zr = (T)0, zi = (T)0;
+    for (int32_t q = t.zoff[z]; q < t.zoff[z + 1]; ++q) {
+      const T* a = u + 2 * t.zp1[q];
+      const T* b = u + 2 * t.zp2[q];
+      const T cf = (T)t.zcoef[q];
+      zr += cf * (a[0] * b[0] - a[1] * b[1]);
+      zi += cf * (a[0] * b[1] + a[1] * b[0]);
+    }
+    w.Z[2 * z] = zr;
+    w.Z[2 * z + 1] = zi;
+  }
+  for (int64_t k = 0; k < t.K; ++k) B[k] = (T)0;
+  for (int64_t s = 0; s < t.n_bs; ++s) {
+    const T* a = u + 2 * t.bq[s];
+    const T* z = w.Z + 2 * t.bz[s];
+    B[t.bidx[s]] += (T)t.bw[s] * (a[0] * z[0] + a[1] * z[1]);
+  }
+  if (t.bzeroflag) {
+    const bool own_only = t.chemflag && !t.wselfallflag;
+    const int64_t n = S;
+    const int64_t own = (species * n + species) * n + species;
+    for (int64_t k = 0; k < t.K; ++k)
+      if (!own_only || t.triple_of_b[k] == own) B[k] -= (T)t.bzero[k];
+  }
+}
+
+// Adjoint Y = dE/dU on the half set (into w.Y) from dE/dB, after sna_atom_bispectrum.
+template <typename T>
+SNA_HD void sna_atom_adjoint(const SnaTables& t, const SnaWork<T>& w, const T* dedb) {
+  const int64_t S = t.n_slots, H = t.H, U = t.U;
+  const int64_t NZ = S * S * t.n_z;
+  const T* u = w.ufull;
+  for (int64_t k = 0; k < 2 * NZ; ++k) w.gZ[k] = (T)0;
+  for (int64_t k = 0; k < 2 * S * U; ++k) w.gU[k] = (T)0;
+  for (int64_t s = 0; s < t.n_bs; ++s) {
+    const T gb = dedb[t.bidx[s]] * (T)t.bw[s];
+    if (gb == (T)0) continue;
+    const T* a = u + 2 * t.bq[s];
+    const T* z = w.Z + 2 * t.bz[s];
+    T* gz = w.gZ + 2 * t.bz[s];
+    T* gu = w.gU + 2 * t.bq[s];
+    gz[0] += a[0] * gb;
+    gz[1] += a[1] * gb;
+    gu[0] += z[0] * gb;
+    gu[1] += z[1] * gb;
+  }
+  for (int64_t z = 0; z < NZ; ++z) {
+    const T gr = w.gZ[2 * z], gi = w.gZ[2 * z + 1];
+    if (gr == (T)0 && gi == (T)0) continue;
+    for (int32_t q = t.zoff[z]; q < t.zoff[z + 1]; ++q) {
+      const T cf = (T)t.zcoef[q];
+      const T pr = gr * cf, pi = gi * cf;
+      const int32_t i1 = t.zp1[q], i2 = t.zp2[q];
+      const T* a = u + 2 * i1;
+      const T* b = u + 2 * i2;
+      // gU[p1] += gP conj(u[p2]); gU[p2] += gP conj(u[p1])
+      w.gU[2 * i1] += pr * b[0] + pi * b[1];
+      w.gU[2 * i1 + 1] += pi * b[0] - pr * b[1];
+      w.gU[2 * i2] += pr * a[0] + pi * a[1];
+      w.gU[2 * i2 + 1] += pi * a[0] - pr * a[1];
+    }
+  }
+  // fold the full gradient onto the half set
+  for (int64_t s = 0; s < S; ++s) {
+    const T* G = w.gU + 2 * s * U;
+    T* Y = w.Y + 2 * s * H;
+    for (int64_t h = 0; h < H; ++h) {
+      const T* l = G + 2 * t.half_index[h];
+      const double sg = t.half_sign[h];
+      if (sg == 0.0) {
+        Y[2 * h] = l[0];
+        Y[2 * h + 1] = (T)0;
+      } else {
+        const T* p = G + 2 * t.half_partner[h];
+        Y[2 * h] = l[0] + (T)sg * p[0];
+        Y[2 * h + 1] = l[1] - (T)sg * p[1];
+      }
+    }
+  }
+}
+
+// dE/dr_ij of every edge of atom i from its adjoint (w.Y).
+template <typename T>
+SNA_HD void sna_atom_edge_grads(const SnaTables& t, const SnaCall<T>& c, int64_t i,
+                                const SnaWork<T>& w) {
+  SnaEdge<T> g;
+  for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
+    sna_edge_setup(t, c, e, true, g);
+    const T* Y = w.Y + 2 * t.H * c.slot[e];
+    const T L = sna_edge_forward<T, 1>(t, g, w.lay, (T*)0, Y);
+    T g4[4];
+    sna_edge_reverse(t, g, w.lay, Y, w.G0, w.G1, g4);
+    T dL[3];
+    for (int d = 0; d < 3; ++d)
+      dL[d] = g4[0] * g.dcar[d] + g4[1] * g.dcai[d] + g4[2] * g.dcbr[d] + g4[3] * g.dcbi[d];
+    const T rinv = (T)1 / g.r;
+    const T k = L * g.dsfac * rinv;
+    c.edge_grad[3 * e] = g.sfac * dL[0] + k * g.x;
+    c.edge_grad[3 * e + 1] = g.sfac * dL[1] + k * g.y;
+    c.edge_grad[3 * e + 2] = g.sfac * dL[2] + k * g.z;
+  }
+}
+
+// ---- the per-index entry points the drivers loop over -------------------------
+
+// Linear SNAP in one pass: energies and (with edge_grad) edge gradients.
+template <typename T>
+SNA_HD void sna_fused_linear_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
+  SnaWork<T> w = sna_work(t, ws);
+  sna_atom_densities(t, c, i, w, w.uhalf);
+  const int64_t sp = c.species[i];
+  T* B = w.vecK;
+  sna_atom_bispectrum(t, w, w.uhalf, sp, B);
+  const T* beta = c.coeff + sp * (1 + t.K);
+  if (c.descriptors)
+    for (int64_t k = 0; k < t.K; ++k) c.descriptors[i * t.K + k] = B[k];
+  if (c.energies) {
+    T e = beta[0];
+    for (int64_t k = 0; k < t.K; ++k) e += beta[1 + k] * B[k];
+    c.energies[i] = e;
+  }
+  if (!c.edge_grad) return;
+  sna_atom_adjoint(t, w, beta + 1);
+#ifndef SNA_SKIP_EDGES
+  sna_atom_edge_grads(t, c, i, w);
+#endif
+}
+
+// Two-pass models, pass 1: descriptors (and the densities for pass 2).
+template <typename T>
+SNA_HD void sna_descriptors_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
+  SnaWork<T> w = sna_work(t, ws);
+  T* uh = c.uhalf ? c.uhalf + 2 * t.n_slots * t.H * i : w.uhalf;
+  sna_atom_densities(t, c, i, w, uh);
+  sna_atom_bispectrum(t, w, uh, c.species[i], c.descriptors + i * t.K);
+}
+
+// Two-pass models, pass 2: edge gradients from dE/dB and the kept densities.
+template <typename T>
+SNA_HD void sna_gradient_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
+  SnaWork<T> w = sna_work(t, ws);
+  const T* uh = c.uhalf + 2 * t.n_slots * t.H * i;
+  sna_atom_bispectrum(t, w, uh, c.species[i], w.vecK);
+  sna_atom_adjoint(t, w, c.dedb + i * t.K);
+  sna_atom_edge_grads(t, c, i, w);
+}
