@@ -32,3 +32,78 @@ def run_isolated(target, *args):
                                    f"{p.exitcode}") from None
     p.join()
     return out
+
+
+# -----------------------------------------------------------------------------
+# memory of the current process (Linux /proc; getrusage as the fallback)
+# -----------------------------------------------------------------------------
+def _status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def rss_mb() -> float:
+    """Current resident set size, MB (``VmRSS``; ``ru_maxrss`` where /proc is missing)."""
+    v = _status_mb("VmRSS")
+    return peak_mb() if v is None else v
+
+
+_PEAK_RESET = False
+
+
+def reset_peak() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to the current RSS: ``echo 5 >
+    /proc/self/clear_refs`` (Linux >= 4.0). False where that is not possible; then
+    :func:`hwm_mb` is the peak since the start of the process."""
+    global _PEAK_RESET
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        _PEAK_RESET = True
+    except OSError:
+        _PEAK_RESET = False
+    return _PEAK_RESET
+
+
+def hwm_mb() -> float:
+    """Peak RSS since the last :func:`reset_peak` (``VmHWM``), MB."""
+    v = _status_mb("VmHWM")
+    return peak_mb() if v is None else v
+
+
+# -----------------------------------------------------------------------------
+# interleaved runs and their summaries
+# -----------------------------------------------------------------------------
+def interleave(sides, pairs, log=None):
+    """Run every side once per round, ``pairs`` rounds: A B A B ... (A B C A B C ...).
+
+    ``sides`` maps a name to a zero-argument callable returning a dict (typically
+    ``lambda: run_isolated(child, spec)``). Returns ``{name: [result of round 0, ...]}``.
+    """
+    out = {name: [] for name in sides}
+    for k in range(int(pairs)):
+        for name, fn in sides.items():
+            r = fn()
+            out[name].append(r)
+            if log is not None:
+                log(name, k, r)
+    return out
+
+
+def stats(values) -> dict:
+    """``{"min", "median", "max", "n"}`` of a list of numbers."""
+    import statistics
+
+    v = [float(x) for x in values]
+    return {"min": min(v), "median": statistics.median(v), "max": max(v), "n": len(v)}
+
+
+def summarize(results, keys=("wall", "cpu", "added_mb")) -> dict:
+    """min / median / max over the rounds of each key of a side's results."""
+    return {k: stats([r[k] for r in results]) for k in keys if all(k in r for r in results)}

@@ -91,10 +91,12 @@ class MLPCalculator(Calculator):
         call and never spin, so other processes on the same cores are not slowed down
         by idle workers, and a later ``fork()`` is safe. Process-wide settings (torch's
         own thread count, environment variables) are never changed.
-    backend : {"auto", "compiled", "torch"}
+    backend : {"auto", "compiled", "torch"}, optional
         Implementation of the SNAP family: the compiled kernels
         (:mod:`ase_mlp.kernels`; ``"auto"`` falls back to torch with a warning when no
         C++ compiler is available, ``"compiled"`` raises instead) or the torch code.
+        Default: that of the enclosing :func:`ase_mlp.kernels.kernel_settings`
+        context, ``"auto"`` outside any. ``threads=None`` likewise defers to it.
 
     Implemented properties: ``energy``, ``free_energy``, ``energies``,
     ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
@@ -106,11 +108,11 @@ class MLPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "stresses"]
 
     def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
-                 neighbors: str = "auto", threads: int | None = None, backend: str = "auto",
+                 neighbors: str = "auto", threads: int | None = None, backend: str | None = None,
                  **kwargs):
         super().__init__(**kwargs)
         self.threads = check_threads(threads)
-        self.backend = check_backend(backend)
+        self.backend = None if backend is None else check_backend(backend)
         if not isinstance(model, Model):
             raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
         self.device = torch.device(device if device is not None else _default_device())

@@ -371,10 +371,9 @@ SNA_HD void sna_atom_densities(const SnaTables& t, const SnaCall<T>& c, int64_t 
   }
 }
 
-// Full matrices, Z and B (into `B`, length K) of an atom from its half densities.
+// Full matrices of an atom's densities (into w.ufull) from the half set.
 template <typename T>
-SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
-                                int64_t species, T* B) {
+SNA_HD void sna_atom_full(const SnaTables& t, const SnaWork<T>& w, const T* uhalf) {
   const int64_t S = t.n_slots, H = t.H, U = t.U;
   for (int64_t s = 0; s < S; ++s) {
     const T* hs = uhalf + 2 * s * H;
@@ -391,7 +390,33 @@ SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T
       }
     }
   }
-  const int64_t NZ = S * S * t.n_z;
+}
+
+// B (length K) from w.ufull and w.Z, bzero shift included.
+template <typename T>
+SNA_HD void sna_atom_b_from_z(const SnaTables& t, const SnaWork<T>& w, int64_t species, T* B) {
+  const T* u = w.ufull;
+  for (int64_t k = 0; k < t.K; ++k) B[k] = (T)0;
+  for (int64_t s = 0; s < t.n_bs; ++s) {
+    const T* a = u + 2 * t.bq[s];
+    const T* z = w.Z + 2 * t.bz[s];
+    B[t.bidx[s]] += (T)t.bw[s] * (a[0] * z[0] + a[1] * z[1]);
+  }
+  if (t.bzeroflag) {
+    const bool own_only = t.chemflag && !t.wselfallflag;
+    const int64_t n = t.n_slots;
+    const int64_t own = (species * n + species) * n + species;
+    for (int64_t k = 0; k < t.K; ++k)
+      if (!own_only || t.triple_of_b[k] == own) B[k] -= (T)t.bzero[k];
+  }
+}
+
+// Z and B (into `B`, length K) of an atom from its half densities.
+template <typename T>
+SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
+                                int64_t species, T* B) {
+  sna_atom_full(t, w, uhalf);
+  const int64_t NZ = t.n_slots * t.n_slots * t.n_z;
   const T* u = w.ufull;
   for (int64_t z = 0; z < NZ; ++z) {
     T zr = (T)0, zi = (T)0;
@@ -405,60 +430,63 @@ SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T
     w.Z[2 * z] = zr;
     w.Z[2 * z + 1] = zi;
   }
-  for (int64_t k = 0; k < t.K; ++k) B[k] = (T)0;
-  for (int64_t s = 0; s < t.n_bs; ++s) {
-    const T* a = u + 2 * t.bq[s];
-    const T* z = w.Z + 2 * t.bz[s];
-    B[t.bidx[s]] += (T)t.bw[s] * (a[0] * z[0] + a[1] * z[1]);
-  }
-  if (t.bzeroflag) {
-    const bool own_only = t.chemflag && !t.wselfallflag;
-    const int64_t n = S;
-    const int64_t own = (species * n + species) * n + species;
-    for (int64_t k = 0; k < t.K; ++k)
-      if (!own_only || t.triple_of_b[k] == own) B[k] -= (T)t.bzero[k];
-  }
+  sna_atom_b_from_z(t, w, species, B);
 }
 
-// Adjoint Y = dE/dU on the half set (into w.Y) from dE/dB, after sna_atom_bispectrum.
+// From the half densities and dE/dB: Z, B (into `B` when not null) and the adjoint
+// Y = dE/dU on the half set (into w.Y), in one sweep over the Z terms.
+//
+// B = sum_s bw Re(conj(u_q) Z_z) gives dE/dZ_z = sum_s gB u_q (independent of Z, so
+// known before Z) and dE/du_q += gB Z_z; Z_z = sum c u_p1 u_p2 then passes dE/dZ on
+// to u_p1 and u_p2. The same "gradient" convention as the torch route.
 template <typename T>
-SNA_HD void sna_atom_adjoint(const SnaTables& t, const SnaWork<T>& w, const T* dedb) {
+SNA_HD void sna_atom_z_adjoint(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
+                               int64_t species, const T* dedb, T* B) {
   const int64_t S = t.n_slots, H = t.H, U = t.U;
   const int64_t NZ = S * S * t.n_z;
+  sna_atom_full(t, w, uhalf);
   const T* u = w.ufull;
   for (int64_t k = 0; k < 2 * NZ; ++k) w.gZ[k] = (T)0;
   for (int64_t k = 0; k < 2 * S * U; ++k) w.gU[k] = (T)0;
   for (int64_t s = 0; s < t.n_bs; ++s) {
     const T gb = dedb[t.bidx[s]] * (T)t.bw[s];
-    if (gb == (T)0) continue;
     const T* a = u + 2 * t.bq[s];
-    const T* z = w.Z + 2 * t.bz[s];
     T* gz = w.gZ + 2 * t.bz[s];
-    T* gu = w.gU + 2 * t.bq[s];
     gz[0] += a[0] * gb;
     gz[1] += a[1] * gb;
+  }
+  T* gU = w.gU;
+  for (int64_t z = 0; z < NZ; ++z) {
+    const T gr = w.gZ[2 * z], gi = w.gZ[2 * z + 1];
+    T zr = (T)0, zi = (T)0;
+    for (int32_t q = t.zoff[z]; q < t.zoff[z + 1]; ++q) {
+      const int32_t i1 = t.zp1[q], i2 = t.zp2[q];
+      const T cf = (T)t.zcoef[q];
+      const T ar = u[2 * i1], ai = u[2 * i1 + 1];
+      const T br = u[2 * i2], bi = u[2 * i2 + 1];
+      zr += cf * (ar * br - ai * bi);
+      zi += cf * (ar * bi + ai * br);
+      const T pr = gr * cf, pi = gi * cf;
+      // gU[p1] += gP conj(u[p2]); gU[p2] += gP conj(u[p1])
+      gU[2 * i1] += pr * br + pi * bi;
+      gU[2 * i1 + 1] += pi * br - pr * bi;
+      gU[2 * i2] += pr * ar + pi * ai;
+      gU[2 * i2 + 1] += pi * ar - pr * ai;
+    }
+    w.Z[2 * z] = zr;
+    w.Z[2 * z + 1] = zi;
+  }
+  for (int64_t s = 0; s < t.n_bs; ++s) {
+    const T gb = dedb[t.bidx[s]] * (T)t.bw[s];
+    const T* z = w.Z + 2 * t.bz[s];
+    T* gu = gU + 2 * t.bq[s];
     gu[0] += z[0] * gb;
     gu[1] += z[1] * gb;
   }
-  for (int64_t z = 0; z < NZ; ++z) {
-    const T gr = w.gZ[2 * z], gi = w.gZ[2 * z + 1];
-    if (gr == (T)0 && gi == (T)0) continue;
-    for (int32_t q = t.zoff[z]; q < t.zoff[z + 1]; ++q) {
-      const T cf = (T)t.zcoef[q];
-      const T pr = gr * cf, pi = gi * cf;
-      const int32_t i1 = t.zp1[q], i2 = t.zp2[q];
-      const T* a = u + 2 * i1;
-      const T* b = u + 2 * i2;
-      // gU[p1] += gP conj(u[p2]); gU[p2] += gP conj(u[p1])
-      w.gU[2 * i1] += pr * b[0] + pi * b[1];
-      w.gU[2 * i1 + 1] += pi * b[0] - pr * b[1];
-      w.gU[2 * i2] += pr * a[0] + pi * a[1];
-      w.gU[2 * i2 + 1] += pi * a[0] - pr * a[1];
-    }
-  }
+  if (B) sna_atom_b_from_z(t, w, species, B);
   // fold the full gradient onto the half set
   for (int64_t s = 0; s < S; ++s) {
-    const T* G = w.gU + 2 * s * U;
+    const T* G = gU + 2 * s * U;
     T* Y = w.Y + 2 * s * H;
     for (int64_t h = 0; h < H; ++h) {
       const T* l = G + 2 * t.half_index[h];
@@ -506,8 +534,12 @@ SNA_HD void sna_fused_linear_atom(const SnaTables& t, const SnaCall<T>& c, int64
   sna_atom_densities(t, c, i, w, w.uhalf);
   const int64_t sp = c.species[i];
   T* B = w.vecK;
-  sna_atom_bispectrum(t, w, w.uhalf, sp, B);
   const T* beta = c.coeff + sp * (1 + t.K);
+  if (c.edge_grad) {
+    sna_atom_z_adjoint(t, w, w.uhalf, sp, beta + 1, B);
+  } else {
+    sna_atom_bispectrum(t, w, w.uhalf, sp, B);
+  }
   if (c.descriptors)
     for (int64_t k = 0; k < t.K; ++k) c.descriptors[i * t.K + k] = B[k];
   if (c.energies) {
@@ -515,11 +547,7 @@ SNA_HD void sna_fused_linear_atom(const SnaTables& t, const SnaCall<T>& c, int64
     for (int64_t k = 0; k < t.K; ++k) e += beta[1 + k] * B[k];
     c.energies[i] = e;
   }
-  if (!c.edge_grad) return;
-  sna_atom_adjoint(t, w, beta + 1);
-#ifndef SNA_SKIP_EDGES
-  sna_atom_edge_grads(t, c, i, w);
-#endif
+  if (c.edge_grad) sna_atom_edge_grads(t, c, i, w);
 }
 
 // Two-pass models, pass 1: descriptors (and the densities for pass 2).
@@ -536,7 +564,6 @@ template <typename T>
 SNA_HD void sna_gradient_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
   SnaWork<T> w = sna_work(t, ws);
   const T* uh = c.uhalf + 2 * t.n_slots * t.H * i;
-  sna_atom_bispectrum(t, w, uh, c.species[i], w.vecK);
-  sna_atom_adjoint(t, w, c.dedb + i * t.K);
+  sna_atom_z_adjoint(t, w, uh, c.species[i], c.dedb + i * t.K, (T*)0);
   sna_atom_edge_grads(t, c, i, w);
 }
