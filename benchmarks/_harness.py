@@ -107,3 +107,36 @@ def stats(values) -> dict:
 def summarize(results, keys=("wall", "cpu", "added_mb")) -> dict:
     """min / median / max over the rounds of each key of a side's results."""
     return {k: stats([r[k] for r in results]) for k in keys if all(k in r for r in results)}
+
+
+# -----------------------------------------------------------------------------
+# background load: processes that keep cores busy
+# -----------------------------------------------------------------------------
+def _spin():
+    while True:
+        pass
+
+
+class BusyCores:
+    """``with BusyCores(n):`` keeps ``n`` spawned processes spinning (pure Python loops)
+    for the duration of the block; they are terminated (by their own handles) on exit."""
+
+    def __init__(self, n: int, settle: float = 0.5):
+        self.n, self.settle, self.procs = int(n), float(settle), []
+
+    def __enter__(self):
+        import time
+
+        ctx = mp.get_context("spawn")
+        self.procs = [ctx.Process(target=_spin, daemon=True) for _ in range(self.n)]
+        for p in self.procs:
+            p.start()
+        time.sleep(self.settle)  # let them start spinning
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            p.join()
+        self.procs = []

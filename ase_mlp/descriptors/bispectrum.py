@@ -61,6 +61,25 @@ def _contract_by_target(Y, target, du):
     return out.view(G, -1, M, 3).permute(0, 2, 1, 3)[inv, pos]
 
 
+def _compiled_unavailable(device: torch.device) -> str | None:
+    """Why the compiled kernels cannot run on ``device`` (None when they can)."""
+    from ase_mlp import kernels
+
+    if device.type == "cpu":
+        try:
+            kernels.library()
+        except kernels.KernelUnavailable as exc:
+            return str(exc)
+        return None
+    if device.type == "cuda":
+        from ase_mlp.kernels import gpu
+
+        if gpu.available():
+            return None
+        return "the GPU kernels need cupy (pip install 'ase-mlp[gpu]') and a CUDA device"
+    return f"there are no compiled kernels for device type {device.type!r}"
+
+
 @functools.cache
 def _warn_fallback(reason: str) -> None:
     warnings.warn(f"ase_mlp: compiled SNAP kernels unavailable, using the (slower) torch "
@@ -366,23 +385,20 @@ class Bispectrum(torch.nn.Module):
         backend = kernels.current_settings().backend
         if backend == "torch":
             return False
-        reason = None
-        if vectors.device.type != "cpu":
-            reason = f"the compiled kernels run on the CPU, the data is on {vectors.device}"
-        elif torch.is_grad_enabled() and (vectors.requires_grad or (
+        if torch.is_grad_enabled() and (vectors.requires_grad or (
                 linear is not None and linear.requires_grad)):
-            reason = "autograd must see through the descriptor (inputs require grad)"
-        elif not kernels.available():
-            try:
-                kernels.library()
-            except kernels.KernelUnavailable as exc:
-                reason = str(exc)
-            if backend == "auto":
-                _warn_fallback(reason)
+            # autograd must see through the descriptor: not a missing capability
+            if backend == "compiled":
+                raise kernels.KernelUnavailable(
+                    "backend='compiled' was requested, but the inputs require grad and the "
+                    "compiled kernels are not differentiable by autograd")
+            return False
+        reason = _compiled_unavailable(vectors.device)
         if reason is None:
             return True
         if backend == "compiled":
             raise kernels.KernelUnavailable(f"backend='compiled' was requested, but {reason}")
+        _warn_fallback(reason)
         return False
 
     def jacobian(self, graph, vectors: torch.Tensor | None = None, *, edge_chunk: int = 512):

@@ -102,7 +102,13 @@ def _ptr(x: torch.Tensor | None):
     return None if x is None else x.data_ptr()
 
 
-def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int) -> None:
+def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int,
+         device=None) -> None:
+    if device is not None and device.type == "cuda":
+        from ase_mlp.kernels import gpu
+
+        gpu.run(kind, tables, call, dtype, device)
+        return
     lib = library()
     fn = lib.ase_mlp_sna_f64 if dtype == torch.float64 else lib.ase_mlp_sna_f32
     status = fn(kind, ctypes.byref(tables.struct), ctypes.byref(call), int(threads))
@@ -131,7 +137,8 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
         ei, slot, rij, rcut, wj = (x[order] for x in (ei, slot, rij, rcut, wj))
         if rinner is not None:
             rinner, drinner = rinner[order], drinner[order]
-    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64)
+    device = ctx.device
+    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
     if ctx.n_edges:
         torch.cumsum(torch.bincount(ei, minlength=n_atoms), 0, out=offsets[1:])
     keep = [x.contiguous() if x is not None else None
@@ -146,21 +153,22 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
     call.rinner, call.drinner = _ptr(rinner), _ptr(drinner)
     call.slot, call.offsets, call.species = _ptr(slot), _ptr(offsets), _ptr(species)
     call.n_atoms, call.n_edges = n_atoms, ctx.n_edges
-    grad = torch.empty((ctx.n_edges, 3), dtype=dtype) if need_gradient else None
+    grad = torch.empty((ctx.n_edges, 3), dtype=dtype, device=device) if need_gradient else None
     K = tables.K
     if linear is not None:
-        coeff = linear.detach().to(dtype=dtype, device="cpu").contiguous()
+        coeff = linear.detach().to(dtype=dtype, device=device).contiguous()
         if coeff.shape != (len(descriptor.elements), 1 + K):
             raise ValueError(f"linear coefficients of shape {tuple(coeff.shape)}, expected "
                              f"{(len(descriptor.elements), 1 + K)}")
-        energies = torch.empty(n_atoms, dtype=dtype)
+        energies = torch.empty(n_atoms, dtype=dtype, device=device)
         call.coeff, call.energies, call.edge_grad = _ptr(coeff), _ptr(energies), _ptr(grad)
-        _run(0, tables, call, dtype, threads)
+        _run(0, tables, call, dtype, threads, device)
     else:
-        B = torch.empty((n_atoms, K), dtype=dtype)
-        uhalf = torch.empty((n_atoms, S, tables.H, 2), dtype=dtype) if need_gradient else None
+        B = torch.empty((n_atoms, K), dtype=dtype, device=device)
+        uhalf = torch.empty((n_atoms, S, tables.H, 2), dtype=dtype, device=device) \
+            if need_gradient else None
         call.descriptors, call.uhalf = _ptr(B), _ptr(uhalf)
-        _run(1, tables, call, dtype, threads)
+        _run(1, tables, call, dtype, threads, device)
         e, dEdB = energy_fn(B, graph.species)
         energies = e.to(dtype)  # keeps autograd history w.r.t. model parameters
         if need_gradient:
@@ -173,7 +181,7 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
                 raise ValueError(f"dE/dB of shape {tuple(dedb.shape)}, expected {(n_atoms, K)}")
             call.dedb, call.edge_grad = _ptr(dedb), _ptr(grad)
             call.descriptors = None
-            _run(2, tables, call, dtype, threads)
+            _run(2, tables, call, dtype, threads, device)
     if grad is not None and order is not None:
         grad = torch.empty_like(grad).index_copy_(0, order, grad)
     return energies, grad

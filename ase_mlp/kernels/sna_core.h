@@ -20,7 +20,13 @@
 //      by forward-mode derivatives of the recursion.
 // Original code of ase_mlp (MIT).
 #pragma once
+#ifdef __CUDACC_RTC__
+// NVRTC ships no C library headers
+typedef int int32_t;
+typedef long long int64_t;
+#else
 #include <stdint.h>
+#endif
 
 #ifdef __CUDACC__
 #define SNA_HD __host__ __device__ inline
