@@ -80,11 +80,14 @@ def hwm_mb() -> float:
 # -----------------------------------------------------------------------------
 # interleaved runs and their summaries
 # -----------------------------------------------------------------------------
-def interleave(sides, pairs, log=None):
+def interleave(sides, pairs, log=None, after_round=None):
     """Run every side once per round, ``pairs`` rounds: A B A B ... (A B C A B C ...).
 
     ``sides`` maps a name to a zero-argument callable returning a dict (typically
-    ``lambda: run_isolated(child, spec)``). Returns ``{name: [result of round 0, ...]}``.
+    ``lambda: run_isolated(child, spec)``). ``log(name, round, result)`` is called after
+    each run, ``after_round(round, results_so_far)`` after each round (e.g. a parity check
+    after the first, so that a mismatch stops the benchmark early). Returns
+    ``{name: [result of round 0, ...]}``.
     """
     out = {name: [] for name in sides}
     for k in range(int(pairs)):
@@ -93,6 +96,8 @@ def interleave(sides, pairs, log=None):
             out[name].append(r)
             if log is not None:
                 log(name, k, r)
+        if after_round is not None:
+            after_round(k, out)
     return out
 
 

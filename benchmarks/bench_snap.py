@@ -1,215 +1,440 @@
-"""SNAP energy+forces: ase_mlp's CPU calculator vs LAMMPS ``pair_style snap``.
+"""SNAP on the CPU: ase_mlp (compiled kernels) vs LAMMPS, like-for-like and interleaved.
 
 Run by hand (not a test)::
 
-    python benchmarks/bench_snap.py [--threads 1] [--repeats 3] [--quick]
+    python benchmarks/bench_snap.py [--pairs 3] [--steps 5] [--quick] [--json out.json]
 
-Cases (same structures, same thread count for both codes):
-  * bcc Ta, 2 000 and 16 000 atoms, Ta06A (2J = 6)
-  * bcc W/Be (50/50), 2 000 atoms, WBe_Wood_PRB2019 (2J = 8, two elements)
-  * GaN wurtzite, 1 920 atoms, the embedded NN-SNAP (chemflag, 2J = 4) vs the same model
-    exported with ``export_lammps`` to ``pair_style mliap model nn ... descriptor sna``
-  * batched throughput: 64 structures of 64 atoms, one ``calculate_batch`` vs 64 calls
+Every measurement is a fresh spawned child process (``_harness.run_isolated``); the sides
+of a comparison alternate, A B A B ... (A B C ... with more sides), ``--pairs`` rounds,
+and every side times the same number of evaluations (``--steps``) after ``--warmup``
+untimed ones. Reported per evaluation: min / median / max over the rounds of the wall
+time and of the child's CPU time (``time.process_time``: all its threads), and the peak
+*added* memory: peak RSS during the timed evaluations (``VmHWM`` after ``echo 5 >
+/proc/self/clear_refs``) minus the RSS just before the calculator / LAMMPS instance was
+created (imports and structure already loaded). Ratio = t_LAMMPS / t_ours of the medians
+(> 1: we are faster).
 
-Every measurement runs in a fresh subprocess, so the peak RSS reported is that
-code's own. "ours" times a calculator call once its Verlet neighbour list
-exists (positions unchanged, as in MD between rebuilds), the same state in which
-LAMMPS's ``run N`` is timed (no neighbour rebuilds); "ours cold" includes the
-neighbour list build. Ratio = t_LAMMPS / t_ours (>= 1 means we are faster).
+The LAMMPS children run ``_lammps_child.py``: numpy, ase and the ``lammps`` module only
+(never torch or ase_mlp: checked in the child). Both sides use one thread
+(``MLPCalculator(threads=1)`` and ``torch.set_num_threads(1)`` in our child; LAMMPS without
+OpenMP). The first round checks parity: the LAMMPS energies must equal ours to 1e-8
+(relative), forces to 1e-6 eV/Å; the differences are printed and stored.
+
+Sections
+--------
+eval
+    Energy + forces + virial. Ours: ``calc.results.clear()``, ``get_forces()``,
+    ``get_potential_energy()``, ``get_stress()`` (one model call: the virial comes with
+    the forces of a periodic cell) with the Verlet list kept (atoms do not move). LAMMPS
+    on the same atoms: (a) ``run N pre no post no`` with the potential energy and the
+    pressure (virial) tallied every step (``fix ave/time 1 1 1 c_thermo_pe
+    c_thermo_press[*]``); (b) forces only. Per-step LAMMPS time = (t(run N+1) - t(run 1))
+    / N, because LAMMPS tallies the energy on the last step of every run (see
+    ``_lammps_child.time_pair``). Cases: bcc Ta 2 000 and 16 000 atoms (Ta06A, 2J = 6,
+    a = 3.30 Å, rattled 0.05 Å), B2 W/Be 2 000 atoms (WBe_Wood_PRB2019, 2J = 8), wurtzite
+    GaN 1 920 atoms with the embedded NN-SNAP vs ``pair_style mliap model nn ...
+    descriptor sna`` (exported with ``export_lammps``). At 16 000 atoms ours also runs
+    with ``--threads`` threads (interleaved in the same rounds): speed-up over 1 thread.
+design
+    Linear-SNAP design matrix (Ta06A descriptor): ours ``compute_features`` +
+    ``frame_columns`` vs LAMMPS ``compute snap`` (energy, force and virial rows;
+    ``pair_style zero``; per frame ``clear``, box, atoms, compute, ``run 0``, the array
+    copied out), for the 2 000-atom Ta structure and for 16 frames of 128 atoms.
+small
+    Ours only: ``calculate_batch`` of 64 structures of 64 atoms vs one 4 096-atom
+    structure (16x16x8 cubic cells), one thread; per-atom time ratio.
+shared
+    One MD step of the ``ase-mlp demo`` set-up (96-atom GaN, ``MTKNPT``), calculator
+    defaults (``threads=None``), idle and while two spinning processes keep both cores
+    busy; ``backend="auto"`` (compiled kernels) and ``backend="torch"`` (torch's own
+    threads, the old path).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
-import time
+import os
+import platform
+import sys
+import tempfile
 
-from _harness import peak_mb as _peak_mb
-from _harness import run_isolated
-
-
-CASES = {
-    "Ta bcc 2000 (2J=6)": ("Ta06A", ["Ta"], 3.30, 10),
-    "Ta bcc 16000 (2J=6)": ("Ta06A", ["Ta"], 3.30, 20),
-    "WBe bcc 2000 (2J=8)": ("WBe_Wood_PRB2019", ["W", "Be"], 3.17, 10),
-}
+import _lammps_child as lmpchild
+import _ours_child as ours
+from _harness import BusyCores, interleave, run_isolated, stats, summarize
 
 
-def _structure(elements, a, rep, seed=0):
+E_TOL = 1e-8   # relative energy agreement LAMMPS / ours
+F_TOL = 1e-6   # eV/Å
+
+TA_DESCRIPTOR = dict(elements=["Ta"], twojmax=6, rcutfac=4.67637, radii=[0.5], rfac0=0.99363,
+                     bzeroflag=False)
+TA_SNAP_ARGS = ("4.67637 0.99363 6 0.5 1.0 rmin0 0.0 switchflag 1 bzeroflag 0 "
+                "quadraticflag 0")
+
+
+# -----------------------------------------------------------------------------
+# structures and potentials (numpy + ase only)
+# -----------------------------------------------------------------------------
+def bcc(elements, a, rep, seed=0, rattle=0.05):
+    """Rattled cubic bcc supercell; with two elements, alternating sites (B2, 50/50)."""
     import numpy as np
     from ase.build import bulk
 
-    atoms = bulk("W", "bcc", a=a, cubic=True).repeat((rep, rep, rep))
+    atoms = bulk("W", "bcc", a=a, cubic=True).repeat(rep)
     rng = np.random.default_rng(seed)
-    atoms.positions += rng.normal(scale=0.05, size=atoms.positions.shape)
+    atoms.positions += rng.normal(scale=rattle, size=atoms.positions.shape)
     atoms.set_chemical_symbols([elements[k % len(elements)] for k in range(len(atoms))])
     return atoms
 
 
-
-def _ours(case, threads, repeats, q):
-    import torch
-
-    from ase_mlp.calculators import MLPCalculator
-    from ase_mlp.io.lammps_runner import lammps_potentials_dir
-
-    torch.set_num_threads(threads)
-    name, elements, a, rep = CASES[case]
-    P = lammps_potentials_dir()
-    calc = MLPCalculator.from_file(P / f"{name}.snapcoeff", P / f"{name}.snapparam", device="cpu")
-    atoms = _structure(elements, a, rep)
-    atoms.calc = calc
-    t = time.perf_counter()
-    atoms.get_forces()
-    cold = time.perf_counter() - t
-    times = []
-    for _ in range(repeats):
-        calc.results.clear()  # force a new evaluation; the Verlet list is kept (no rebuild)
-        t = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append(time.perf_counter() - t)
-    q.put({"t": min(times), "cold": cold, "rss": _peak_mb(), "natoms": len(atoms)})
+def snap_files(name):
+    P = lmpchild.potentials_dir()
+    return [str(P / f"{name}.snapcoeff"), str(P / f"{name}.snapparam")]
 
 
-def _lammps(case, threads, repeats, q):
-    from ase_mlp.io.lammps_runner import LammpsEvaluator, lammps_potentials_dir
-
-    name, elements, a, rep = CASES[case]
-    P = lammps_potentials_dir()
-    atoms = _structure(elements, a, rep)
-    lmp = LammpsEvaluator("snap", [f"pair_coeff * * {P}/{name}.snapcoeff {P}/{name}.snapparam "
-                                   f"{' '.join(elements)}"], elements, threads=threads)
-    t = lmp.time_steps(atoms, repeats)
-    q.put({"t": t, "rss": _peak_mb(), "omp": getattr(lmp, "omp_active", False)})
-    lmp.close()
+def snap_pair(name, elements):
+    coeff, param = snap_files(name)
+    return ["pair_style snap", f"pair_coeff * * {coeff} {param} {' '.join(elements)}"]
 
 
-def _gan_structure():
+def gan_structure():
+    """Wurtzite GaN, 1 920 atoms (8x5x6 orthohexagonal cells), rattled 0.03 Å."""
     import numpy as np
 
     from ase_mlp.workflows.phases import wurtzite
 
-    atoms = wurtzite(orthohexagonal=True).repeat((8, 5, 6))  # 1 920 atoms
+    atoms = wurtzite(orthohexagonal=True).repeat((8, 5, 6))
     atoms.positions += np.random.default_rng(0).normal(scale=0.03, size=atoms.positions.shape)
     return atoms
 
 
-def _ours_gan(threads, repeats, q):
-    import torch
-
-    from ase_mlp.calculators import MLPCalculator
-    from ase_mlp.cli import default_model_path
-
-    torch.set_num_threads(threads)
-    calc = MLPCalculator.from_file(default_model_path(), device="cpu")
-    atoms = _gan_structure()
-    atoms.calc = calc
-    atoms.get_forces()
-    times = []
-    for _ in range(repeats):
-        calc.results.clear()
-        t = time.perf_counter()
-        atoms.get_potential_energy()
-        atoms.get_forces()
-        times.append(time.perf_counter() - t)
-    q.put({"t": min(times), "cold": times[0], "rss": _peak_mb(), "natoms": len(atoms)})
-
-
-def _lammps_gan(threads, repeats, q):
-    import tempfile
-
+def eval_cases(quick, tmpdir):
+    """(label, atoms, ours model files, LAMMPS pair lines, LAMMPS elements)."""
     from ase_mlp.cli import default_model_path
     from ase_mlp.io.export import export_lammps
-    from ase_mlp.io.lammps_runner import LammpsEvaluator
     from ase_mlp.models import load
 
+    cases = [("Ta06A bcc 2000 (2J=6)", bcc(["Ta"], 3.30, (10, 10, 10)), snap_files("Ta06A"),
+              snap_pair("Ta06A", ["Ta"]), ["Ta"])]
+    if not quick:
+        cases.append(("Ta06A bcc 16000 (2J=6)", bcc(["Ta"], 3.30, (20, 20, 20)),
+                      snap_files("Ta06A"), snap_pair("Ta06A", ["Ta"]), ["Ta"]))
+    cases.append(("WBe B2 2000 (2J=8)", bcc(["W", "Be"], 3.17, (10, 10, 10)),
+                  snap_files("WBe_Wood_PRB2019"), snap_pair("WBe_Wood_PRB2019", ["W", "Be"]),
+                  ["W", "Be"]))
     model = load(default_model_path())
-    with tempfile.TemporaryDirectory() as tmp:
-        cmds = export_lammps(model, tmp, "gan").commands(absolute=True)
-        lmp = LammpsEvaluator(cmds[0].split(None, 1)[1], cmds[1:], model.elements,
-                              threads=threads)
-        t = lmp.time_steps(_gan_structure(), repeats)
-        q.put({"t": t, "rss": _peak_mb()})
-        lmp.close()
+    cmds = export_lammps(model, tmpdir, "gan").commands(absolute=True)
+    cases.append(("GaN NN-SNAP 1920 (2J=4, mliap nn)", gan_structure(),
+                  [str(default_model_path())], cmds, list(model.elements)))
+    return cases
 
 
-def _batch(threads, q):
+# -----------------------------------------------------------------------------
+# output helpers
+# -----------------------------------------------------------------------------
+def _say(*a):
+    print(*a, flush=True)
+
+
+def _fmt3(s, scale=1.0, fmt=".4g"):
+    return (f"{format(s['min'] * scale, fmt)} / {format(s['median'] * scale, fmt)} / "
+            f"{format(s['max'] * scale, fmt)}")
+
+
+def _row(label, side, res):
+    sm = summarize(res)
+    mb = f"   added {sm['added_mb']['median']:6.0f} MB" if "added_mb" in sm else ""
+    _say(f"  {side:38s} wall {_fmt3(sm['wall'])} s   cpu {_fmt3(sm['cpu'])} s{mb}")
+    return {"case": label, "side": side, **sm}
+
+
+def _progress(name, k, r):
+    extra = f" load {r['load']:.2f}" if "load" in r else ""
+    _say(f"    round {k + 1} {name}: {r['wall']:.4g} s wall, {r['cpu']:.4g} s cpu{extra}")
+
+
+def _ratio(num, den, key="wall"):
+    return num[key]["median"] / den[key]["median"]
+
+
+# -----------------------------------------------------------------------------
+# sections
+# -----------------------------------------------------------------------------
+def _parity(label, o, la, lb):
     import numpy as np
-    import torch
-    from ase.build import bulk
 
-    from ase_mlp.calculators import MLPCalculator
-    from ase_mlp.io.lammps import read_lammps_potential
-    from ase_mlp.io.lammps_runner import lammps_potentials_dir
-
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(1)
-    images = []
-    for k in range(64):
-        im = bulk("Ta", "bcc", a=3.25 + 0.002 * k, cubic=True).repeat((4, 4, 2))
-        im.positions += rng.normal(scale=0.05, size=im.positions.shape)
-        images.append(im)
-    assert all(len(im) == 64 for im in images)
-    calc = MLPCalculator(read_lammps_potential(lammps_potentials_dir() / "Ta06A.snap"),
-                         device="cpu")
-    calc.calculate_batch(images[:2])
-    t = time.perf_counter()
-    res = calc.calculate_batch(images, properties=("energy", "forces"))
-    tb = time.perf_counter() - t
-    t = time.perf_counter()
-    one = []
-    for im in images:
-        c = MLPCalculator(calc.model, device="cpu")  # as a user would: one calculator per structure
-        im.calc = c
-        one.append(im.get_potential_energy())
-        im.get_forces()
-    ts = time.perf_counter() - t
-    dev = max(abs(r["energy"] - e) for r, e in zip(res, one, strict=False))
-    q.put({"batched": tb, "one_by_one": ts, "max_dE": dev, "rss": _peak_mb()})
+    e = o["energy"]
+    out = {}
+    for tag, r in (("a", la), ("b", lb)):
+        de = abs(r["energy"] - e) / abs(e)
+        df = float(np.abs(r["forces"] - o["forces"]).max())
+        out[f"energy_rel_{tag}"], out[f"forces_max_abs_{tag}"] = de, df
+    out["stress_max_abs_a"] = float(np.abs(la["stress"] - o["stress"]).max())
+    _say(f"  parity: |dE|/|E| {out['energy_rel_a']:.1e} (a) {out['energy_rel_b']:.1e} (b); "
+         f"max |dF| {out['forces_max_abs_a']:.1e} / {out['forces_max_abs_b']:.1e} eV/Å; "
+         f"max |d stress| {out['stress_max_abs_a']:.1e} eV/Å^3; E = {e:.6f} eV")
+    if not (out["energy_rel_a"] < E_TOL and out["energy_rel_b"] < E_TOL):
+        raise AssertionError(f"{label}: LAMMPS energy differs from ours: {out}")
+    if not (out["forces_max_abs_a"] < F_TOL and out["forces_max_abs_b"] < F_TOL):
+        raise AssertionError(f"{label}: LAMMPS forces differ from ours: {out}")
+    return out
 
 
-_run = run_isolated
+def section_eval(args, tmpdir):
+    rows = []
+    for label, atoms, model, pair, elements in eval_cases(args.quick, tmpdir):
+        n = len(atoms)
+        _say(f"\n{label}: {n} atoms, {args.pairs} rounds x {args.steps} evaluations per side")
+        base = {"atoms": atoms, "steps": args.steps, "warmup": args.warmup}
+        o_spec = {**base, "model": model, "threads": 1, "torch_threads": 1}
+        l_spec = {**base, "elements": elements, "pair": pair}
+        sides = {
+            "ours E+F+virial (1 thread)": lambda s=o_spec: run_isolated(ours.eval_efv, s),
+            "LAMMPS (a) E+F+virial": lambda s=l_spec: run_isolated(
+                lmpchild.time_pair, {**s, "mode": "efv"}),
+            "LAMMPS (b) forces only": lambda s=l_spec: run_isolated(
+                lmpchild.time_pair, {**s, "mode": "f"}),
+        }
+        multi = "16000" in label and args.threads > 1
+        if multi:
+            sides[f"ours E+F+virial ({args.threads} threads)"] = lambda s=o_spec: run_isolated(
+                ours.eval_efv, {**s, "threads": args.threads, "torch_threads": args.threads})
+        checked = {}
+
+        def check(k, res, checked=checked, label=label):
+            if k == 0:
+                checked.update(_parity(label, res["ours E+F+virial (1 thread)"][0],
+                                       res["LAMMPS (a) E+F+virial"][0],
+                                       res["LAMMPS (b) forces only"][0]))
+
+        res = interleave(sides, args.pairs, log=_progress, after_round=check)
+        o = _row(label, "ours E+F+virial (1 thread)", res["ours E+F+virial (1 thread)"])
+        la = _row(label, "LAMMPS (a) E+F+virial", res["LAMMPS (a) E+F+virial"])
+        lb = _row(label, "LAMMPS (b) forces only", res["LAMMPS (b) forces only"])
+        row = {"case": label, "natoms": n, "ours": o, "lammps_a": la, "lammps_b": lb,
+               "ratio_a": _ratio(la, o), "ratio_b": _ratio(lb, o),
+               "ratio_a_cpu": _ratio(la, o, "cpu"), "ratio_b_cpu": _ratio(lb, o, "cpu"),
+               "ours_cold_s": stats([r["cold"] for r in res["ours E+F+virial (1 thread)"]]),
+               "ours_compiled": res["ours E+F+virial (1 thread)"][0]["compiled_available"],
+               "load": stats([r["load"] for v in res.values() for r in v if "load" in r]),
+               "parity": checked}
+        _say(f"  ratio t_LAMMPS / t_ours (medians): (a) {row['ratio_a']:.2f} wall, "
+             f"{row['ratio_a_cpu']:.2f} cpu; (b) {row['ratio_b']:.2f} wall, "
+             f"{row['ratio_b_cpu']:.2f} cpu")
+        if multi:
+            name = f"ours E+F+virial ({args.threads} threads)"
+            m = _row(label, name, res[name])
+            row["ours_threads"] = {"threads": args.threads, **m,
+                                   "speedup_wall": _ratio(o, m),
+                                   "speedup_cpu_ratio": _ratio(m, o, "cpu")}
+            _say(f"  {args.threads} threads vs 1: speed-up {row['ours_threads']['speedup_wall']:.2f}x "
+                 f"(wall medians), CPU time x{row['ours_threads']['speedup_cpu_ratio']:.2f}")
+        rows.append(row)
+    return rows
 
 
-def _report(case, lmp, ours) -> dict:
-    """Print one table row and return it as a dict (ratio = t_LAMMPS / t_ours)."""
-    ratio = lmp["t"] / ours["t"]
-    print(f"{case:24s} {lmp['t']:9.3f} {ours['t']:9.3f} {ours['cold']:8.3f} {ratio:6.2f} "
-          f"{ours['rss']:11.0f} {lmp['rss']:13.0f}", flush=True)
-    return {"case": case, "lammps_s": lmp["t"], "ours_s": ours["t"], "ours_cold_s": ours["cold"],
-            "ratio": ratio, "rss_ours_mb": ours["rss"], "rss_lammps_mb": lmp["rss"]}
+def _check_design(o, lmp):
+    """Max |difference| of the energy and force rows (LAMMPS frame -> ASE frame)."""
+    import numpy as np
+
+    A, Q = lmp["A"], lmp["Q"]
+    e, f = o["energy_row"], o["force_rows"]
+    K = A.shape[1] - 1  # last column: the reference potential (pair_style zero)
+    m = int(round(e[0]))
+    de = float(np.abs(A[0, :K] - e[1:]).max())
+    fl = A[1:1 + 3 * m, :K].reshape(m, 3, K)
+    fo = np.einsum("nak,ab->nbk", f.reshape(m, 3, -1)[:, :, 1:], Q)
+    df = float(np.abs(fl - fo).max())
+    scale = float(np.abs(e[1:]).max())
+    return {"energy_row_max_abs": de, "force_rows_max_abs": df, "energy_row_scale": scale}
+
+
+def section_design(args):
+    rows = []
+    small = [bcc(["Ta"], 3.30, (4, 4, 4), seed=100 + k) for k in range(16)]
+    cases = [("Ta06A design matrix, 1 frame x 2000 atoms", [bcc(["Ta"], 3.30, (10, 10, 10))]),
+             ("Ta06A design matrix, 16 frames x 128 atoms", small)]
+    steps = max(1, min(args.steps, 3))
+    for label, frames in cases:
+        _say(f"\n{label}: {args.pairs} rounds x {steps} builds per side")
+        sides = {
+            "ours compute_features + frame_columns": lambda fr=frames: run_isolated(
+                ours.design, {"frames": fr, "steps": steps, "descriptor": TA_DESCRIPTOR}),
+            "LAMMPS compute snap": lambda fr=frames: run_isolated(
+                lmpchild.time_compute_snap, {"frames": fr, "steps": steps,
+                                             "snap_args": TA_SNAP_ARGS, "pair_cutoff": 5.0,
+                                             "elements": ["Ta"]}),
+        }
+        res = interleave(sides, args.pairs, log=_progress)
+        chk = _check_design(res["ours compute_features + frame_columns"][0],
+                            res["LAMMPS compute snap"][0])
+        _say(f"  parity (first frame): energy row max |d| {chk['energy_row_max_abs']:.1e} "
+             f"(entries up to {chk['energy_row_scale']:.0f}), force rows "
+             f"{chk['force_rows_max_abs']:.1e}")
+        if not (chk["energy_row_max_abs"] < 1e-8 * max(1.0, chk["energy_row_scale"])
+                and chk["force_rows_max_abs"] < 1e-8):
+            raise AssertionError(f"{label}: design matrices differ: {chk}")
+        o = _row(label, "ours compute_features + frame_columns",
+                 res["ours compute_features + frame_columns"])
+        lm = _row(label, "LAMMPS compute snap", res["LAMMPS compute snap"])
+        row = {"case": label, "natoms": sum(len(a) for a in frames), "frames": len(frames),
+               "ours": o, "lammps": lm, "ratio": _ratio(lm, o), "ratio_cpu": _ratio(lm, o, "cpu"),
+               "parity": chk}
+        _say(f"  ratio t_LAMMPS / t_ours (medians): {row['ratio']:.2f} wall, "
+             f"{row['ratio_cpu']:.2f} cpu")
+        rows.append(row)
+    return rows
+
+
+def section_small(args):
+    model = snap_files("Ta06A")
+    images = [bcc(["Ta"], 3.30, (4, 4, 2), seed=200 + k) for k in range(64)]
+    big = [bcc(["Ta"], 3.30, (16, 16, 8), seed=300)]
+    assert all(len(a) == 64 for a in images) and len(big[0]) == 4096
+    _say(f"\nsmall systems (Ta06A, 1 thread): calculate_batch of 64 x 64 atoms vs one 4096-atom "
+         f"structure; {args.pairs} rounds x {args.steps} calls")
+    base = {"model": model, "steps": args.steps, "warmup": args.warmup}
+    sides = {"batch 64 x 64 atoms": lambda: run_isolated(ours.batch, {**base, "images": images}),
+             "one structure of 4096 atoms": lambda: run_isolated(ours.batch,
+                                                                 {**base, "images": big})}
+    res = interleave(sides, args.pairs, log=_progress)
+    b = _row("small", "batch 64 x 64 atoms", res["batch 64 x 64 atoms"])
+    s = _row("small", "one structure of 4096 atoms", res["one structure of 4096 atoms"])
+    row = {"case": "batch 64x64 vs 1x4096", "batch": b, "single": s,
+           "us_per_atom_batch": 1e6 * b["wall"]["median"] / 4096,
+           "us_per_atom_single": 1e6 * s["wall"]["median"] / 4096,
+           "ratio_per_atom": b["wall"]["median"] / s["wall"]["median"],
+           "ratio_per_atom_cpu": b["cpu"]["median"] / s["cpu"]["median"]}
+    _say(f"  per atom: batch {row['us_per_atom_batch']:.1f} us, single "
+         f"{row['us_per_atom_single']:.1f} us; t_batch / t_single = {row['ratio_per_atom']:.2f} "
+         f"(cpu {row['ratio_per_atom_cpu']:.2f})")
+    return [row]
+
+
+def section_shared(args):
+    from ase_mlp.cli import default_model_path
+
+    model = [str(default_model_path())]
+    base = {"model": model, "threads": None, "steps": args.md_steps, "warmup": 5}
+    _say(f"\nshared cores: ase-mlp demo MD step (96-atom GaN, MTKNPT), calculator defaults; "
+         f"idle vs 2 spinning processes; {args.pairs} rounds x {args.md_steps} steps")
+
+    def loaded(spec):
+        with BusyCores(2, settle=1.0):
+            return run_isolated(ours.md_steps, spec)
+
+    sides = {
+        "compiled, idle": lambda: run_isolated(ours.md_steps, {**base, "backend": "auto"}),
+        "torch, idle": lambda: run_isolated(ours.md_steps, {**base, "backend": "torch"}),
+        "compiled, 2 busy processes": lambda: loaded({**base, "backend": "auto"}),
+        "torch, 2 busy processes": lambda: loaded({**base, "backend": "torch"}),
+    }
+    res = interleave(sides, args.pairs, log=_progress)
+    rows = {k: _row("shared", k, v) for k, v in res.items()}
+    out = {"case": "96-atom GaN MD step, shared cores", **{k: v for k, v in rows.items()},
+           "torch_threads": res["torch, idle"][0]["torch_threads"],
+           "cores": res["compiled, idle"][0]["cores"],
+           "ratio_loaded_idle_compiled": _ratio(rows["compiled, 2 busy processes"],
+                                                rows["compiled, idle"]),
+           "ratio_loaded_idle_torch": _ratio(rows["torch, 2 busy processes"],
+                                             rows["torch, idle"]),
+           "ratio_torch_compiled_loaded": _ratio(rows["torch, 2 busy processes"],
+                                                 rows["compiled, 2 busy processes"])}
+    _say(f"  loaded / idle: compiled {out['ratio_loaded_idle_compiled']:.2f}, torch "
+         f"{out['ratio_loaded_idle_torch']:.2f}; loaded torch / loaded compiled "
+         f"{out['ratio_torch_compiled_loaded']:.2f}")
+    return [out]
+
+
+# -----------------------------------------------------------------------------
+# summary table
+# -----------------------------------------------------------------------------
+def _summary(result):
+    _say("\nsummary (per evaluation, min / median / max over the rounds; ratio = "
+         "t_LAMMPS / t_ours of the medians, > 1: ours faster)")
+    _say(f"{'case':36s} {'side':28s} {'wall s':>26s} {'cpu s':>26s} {'added MB':>9s} "
+         f"{'ratio wall':>10s} {'ratio cpu':>9s}")
+
+    def line(case, side, s, rw="", rc=""):
+        mb = f"{s['added_mb']['median']:.0f}" if "added_mb" in s else "-"
+        _say(f"{case:36s} {side:28s} {_fmt3(s['wall']):>26s} {_fmt3(s['cpu']):>26s} "
+             f"{mb:>9s} {rw:>10s} {rc:>9s}")
+
+    for r in result.get("eval", []):
+        line(r["case"], "ours E+F+virial", r["ours"])
+        line("", "LAMMPS (a) E+F+virial", r["lammps_a"], f"{r['ratio_a']:.2f}",
+             f"{r['ratio_a_cpu']:.2f}")
+        line("", "LAMMPS (b) forces only", r["lammps_b"], f"{r['ratio_b']:.2f}",
+             f"{r['ratio_b_cpu']:.2f}")
+        if "ours_threads" in r:
+            t = r["ours_threads"]
+            line("", f"ours {t['threads']} threads", t, f"x{t['speedup_wall']:.2f}", "")
+    for r in result.get("design", []):
+        line(r["case"][:36], "ours features+rows", r["ours"])
+        line("", "LAMMPS compute snap", r["lammps"], f"{r['ratio']:.2f}", f"{r['ratio_cpu']:.2f}")
+    for r in result.get("small", []):
+        line("64 x 64 atoms vs 1 x 4096 (ours)", "batch 64 x 64", r["batch"])
+        line("", "single 4096", r["single"], f"{r['ratio_per_atom']:.2f}",
+             f"{r['ratio_per_atom_cpu']:.2f}")
+    for r in result.get("shared", []):
+        for k in ("compiled, idle", "compiled, 2 busy processes", "torch, idle",
+                  "torch, 2 busy processes"):
+            line("96-atom GaN MD step" if k == "compiled, idle" else "", k, r[k])
+        _say(f"{'':36s} loaded/idle: compiled {r['ratio_loaded_idle_compiled']:.2f}, torch "
+             f"{r['ratio_loaded_idle_torch']:.2f}")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=3, help="interleaved rounds (>= 3)")
+    ap.add_argument("--steps", type=int, default=5,
+                    help="timed evaluations per child (same on every side)")
+    ap.add_argument("--warmup", type=int, default=1, help="untimed evaluations first")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="threads of the extra ours row at 16 000 atoms (1: none)")
+    ap.add_argument("--md-steps", type=int, default=20, help="MD steps per shared-core child")
     ap.add_argument("--quick", action="store_true", help="skip the 16 000-atom case")
+    ap.add_argument("--sections", nargs="+", default=["eval", "design", "small", "shared"],
+                    choices=["eval", "design", "small", "shared"])
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
+    if args.pairs < 1 or args.steps < 1:
+        ap.error("--pairs and --steps must be >= 1")
 
-    rows = []
-    print(f"threads: {args.threads} (torch intra-op threads / LAMMPS OpenMP threads)")
-    print(f"{'case':24s} {'LAMMPS s':>9s} {'ours s':>9s} {'cold s':>8s} {'ratio':>6s} "
-          f"{'RSS ours MB':>11s} {'RSS LAMMPS MB':>13s}")
-    for case in CASES:
-        if args.quick and "16000" in case:
-            continue
-        lmp = _run(_lammps, case, args.threads, args.repeats)
-        ours = _run(_ours, case, args.threads, args.repeats)
-        rows.append(_report(case, lmp, ours))
-    rows.append(_report("GaN NN-SNAP 1920 (embedded, mliap nn)",
-                        _run(_lammps_gan, args.threads, args.repeats),
-                        _run(_ours_gan, args.threads, args.repeats)))
-    b = _run(_batch, args.threads)
-    print(f"batched 64 x 64 atoms (Ta06A+ZBL): one call {b['batched']:.3f} s, 64 calls "
-          f"{b['one_by_one']:.3f} s, speed-up {b['one_by_one'] / b['batched']:.1f}x, "
-          f"max |dE| {b['max_dE']:.1e} eV, peak RSS {b['rss']:.0f} MB")
-    rows.append({"case": "batch 64x64", **b})
+    import importlib.metadata as md
+
+    meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": _cpu_name(),
+            "cpus": os.cpu_count(), "python": sys.version.split()[0],
+            "torch": md.version("torch"), "lammps": md.version("lammps"),
+            "args": vars(args)}
+    _say(f"bench_snap: {meta}")
+    result = {"meta": meta}
+    with tempfile.TemporaryDirectory() as tmp:
+        if "eval" in args.sections:
+            result["eval"] = section_eval(args, tmp)
+        if "design" in args.sections:
+            result["design"] = section_design(args)
+        if "small" in args.sections:
+            result["small"] = section_small(args)
+        if "shared" in args.sections:
+            result["shared"] = section_shared(args)
+    _summary(result)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            json.dump(result, fh, indent=1)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ I64 = ctypes.c_int64
 
 class _Tables(ctypes.Structure):
     _fields_ = [(n, P) for n in (
-        "zoff", "zp1", "zp2", "zcoef", "bidx", "bz", "bq", "bw", "bzero", "triple_of_b",
+        "zoff", "zp1", "zp2", "zcoef", "bidx", "bz", "bq", "bw", "boff", "bzero", "triple_of_b",
         "full_from_half", "full_sign", "half_index", "half_partner", "half_sign", "half_diag",
         "rootpq")] + [(n, I64) for n in (
             "twojmax", "n_slots", "H", "U", "n_z", "K", "n_bs", "n_diag", "switchflag",
@@ -34,7 +34,7 @@ class _Tables(ctypes.Structure):
 class _Call(ctypes.Structure):
     _fields_ = [(n, P) for n in (
         "rij", "rcut", "wj", "rinner", "drinner", "slot", "offsets", "species", "coeff", "dedb",
-        "uhalf", "energies", "descriptors", "edge_grad")] + [("n_atoms", I64), ("n_edges", I64)]
+        "uhalf", "energies", "descriptors", "edge_grad", "jacobian")] + [("n_atoms", I64), ("n_edges", I64)]
 
 
 class CompiledTables:
@@ -52,6 +52,11 @@ class CompiledTables:
             raise RuntimeError("Z terms are not grouped by Z entry")
         zoff = np.zeros(t.n_z + 1, dtype=np.int64)
         np.cumsum(np.bincount(zidx, minlength=t.n_z), out=zoff[1:])
+        bidx = np.asarray(t.bidx)
+        if np.any(np.diff(bidx) < 0):
+            raise RuntimeError("B terms are not grouped by component")
+        boff = np.zeros(t.n_b + 1, dtype=np.int64)
+        np.cumsum(np.bincount(bidx, minlength=t.n_b), out=boff[1:])
         full_sign = np.where(np.asarray(t.full_mirror), np.asarray(t.full_sign), 0.0)
         centre = np.asarray(t.half_partner) < 0
         partner = np.where(centre, t.half_index, t.half_partner)
@@ -60,6 +65,7 @@ class CompiledTables:
             "zoff": arr(zoff, i32), "zp1": arr(t.zp1, i32), "zp2": arr(t.zp2, i32),
             "zcoef": arr(t.zcoef, np.float64), "bidx": arr(t.bidx, i32),
             "bz": arr(t.bz, i32), "bq": arr(t.bq, i32), "bw": arr(t.bw, np.float64),
+            "boff": arr(boff, i32),
             "bzero": arr(d._bzero.cpu().numpy(), np.float64),
             "triple_of_b": arr(t.triple_of_b, i32),
             "full_from_half": arr(t.full_from_half, i32), "full_sign": arr(full_sign, np.float64),
@@ -116,16 +122,11 @@ def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int,
         raise RuntimeError(f"SNAP kernel {kind} failed with status {status}")
 
 
-def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
-    """Per-atom energies and selected-edge gradients by the compiled kernels.
-
-    ``ctx`` is the per-call context of :meth:`Bispectrum._prepare` (selected edges,
-    their vectors, cutoffs, weights and slots). Returns ``(energies, grad_sel)``
-    with ``grad_sel`` of shape ``(n_selected_edges, 3)`` or None.
-    """
-    tables = tables_for(descriptor)
+def _call_for(descriptor, ctx):
+    """The ``SnaCall`` of a context: edges sorted by centre, CSR offsets; returns
+    ``(call, order, keep)`` with ``order`` the sorting permutation (or None) and
+    ``keep`` the tensors the struct points into."""
     dtype, n_atoms = ctx.dtype, ctx.n_atoms
-    graph = ctx.graph
     S = descriptor.n_slots
     ei = torch.div(ctx.target, S, rounding_mode="floor")
     slot = ctx.target - ei * S
@@ -137,22 +138,42 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
         ei, slot, rij, rcut, wj = (x[order] for x in (ei, slot, rij, rcut, wj))
         if rinner is not None:
             rinner, drinner = rinner[order], drinner[order]
-    device = ctx.device
-    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
+    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=ctx.device)
     if ctx.n_edges:
         torch.cumsum(torch.bincount(ei, minlength=n_atoms), 0, out=offsets[1:])
     keep = [x.contiguous() if x is not None else None
             for x in (rij, rcut.to(dtype), wj.to(dtype), rinner, drinner, slot.to(torch.int64),
-                      graph.species.to(torch.int64))]
-    rij, rcut, wj, rinner, drinner, slot, species = keep
-    settings = current_settings()
-    threads = settings.threads if settings.threads is not None else default_threads(n_atoms)
-
+                      ctx.graph.species.to(torch.int64), offsets)]
     call = _Call()
-    call.rij, call.rcut, call.wj = _ptr(rij), _ptr(rcut), _ptr(wj)
-    call.rinner, call.drinner = _ptr(rinner), _ptr(drinner)
-    call.slot, call.offsets, call.species = _ptr(slot), _ptr(offsets), _ptr(species)
+    (call.rij, call.rcut, call.wj, call.rinner, call.drinner, call.slot, call.species,
+     call.offsets) = (_ptr(x) for x in keep)
     call.n_atoms, call.n_edges = n_atoms, ctx.n_edges
+    return call, order, keep
+
+
+def _threads(n_atoms: int) -> int:
+    settings = current_settings()
+    return settings.threads if settings.threads is not None else default_threads(n_atoms)
+
+
+def _unsort(x, order):
+    return x if order is None else torch.empty_like(x).index_copy_(0, order, x)
+
+
+def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
+    """Per-atom energies and selected-edge gradients by the compiled kernels.
+
+    ``ctx`` is the per-call context of :meth:`Bispectrum._prepare` (selected edges,
+    their vectors, cutoffs, weights and slots). Returns ``(energies, grad_sel)``
+    with ``grad_sel`` of shape ``(n_selected_edges, 3)`` or None; None instead of the
+    pair when ``energy_fn``'s ``dE/dB`` needs autograd (the caller then uses torch).
+    """
+    tables = tables_for(descriptor)
+    dtype, n_atoms, device = ctx.dtype, ctx.n_atoms, ctx.device
+    graph = ctx.graph
+    S = descriptor.n_slots
+    call, order, _keep = _call_for(descriptor, ctx)
+    threads = _threads(n_atoms)
     grad = torch.empty((ctx.n_edges, 3), dtype=dtype, device=device) if need_gradient else None
     K = tables.K
     if linear is not None:
@@ -182,9 +203,21 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
             call.dedb, call.edge_grad = _ptr(dedb), _ptr(grad)
             call.descriptors = None
             _run(2, tables, call, dtype, threads, device)
-    if grad is not None and order is not None:
-        grad = torch.empty_like(grad).index_copy_(0, order, grad)
-    return energies, grad
+    return energies, None if grad is None else _unsort(grad, order)
+
+
+def jacobian(descriptor, ctx):
+    """Descriptors ``(n_atoms, K)`` and ``dB_ik/dr_ij`` ``(n_selected_edges, K, 3)``."""
+    if ctx.device.type != "cpu":
+        raise ValueError("the compiled descriptor Jacobian runs on the CPU")
+    tables = tables_for(descriptor)
+    call, order, _keep = _call_for(descriptor, ctx)
+    K = tables.K
+    B = torch.empty((ctx.n_atoms, K), dtype=ctx.dtype)
+    J = torch.empty((ctx.n_edges, K, 3), dtype=ctx.dtype)
+    call.descriptors, call.jacobian = _ptr(B), _ptr(J)
+    _run(3, tables, call, ctx.dtype, _threads(ctx.n_atoms))
+    return B, _unsort(J, order)
 
 
 def descriptors(descriptor, ctx) -> torch.Tensor:

@@ -46,6 +46,7 @@ struct SnaTables {
   const int32_t* bz;             // (n_bs) Z entry
   const int32_t* bq;             // (n_bs) full-U index
   const double* bw;              // (n_bs) weight (LAMMPS's 2 / 1 half-matrix weights)
+  const int32_t* boff;           // (K + 1) CSR of the B terms by component
   const double* bzero;           // (K) bzero shift (zeros without bzeroflag)
   const int32_t* triple_of_b;    // (K) element triple of every component
   const int32_t* full_from_half; // (U) half-set position every full entry derives from
@@ -78,6 +79,7 @@ struct SnaCall {
   T* energies;          // (n_atoms) or null
   T* descriptors;       // (n_atoms, K) or null
   T* edge_grad;         // (E, 3) dE/dr_ij or null
+  T* jacobian;          // (E, K, 3) dB_ik/dr_ij (descriptor Jacobian) or null
   int64_t n_atoms, n_edges;
 };
 
@@ -572,4 +574,186 @@ SNA_HD void sna_gradient_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
   const T* uh = c.uhalf + 2 * t.n_slots * t.H * i;
   sna_atom_z_adjoint(t, w, uh, c.species[i], c.dedb + i * t.K, (T*)0);
   sna_atom_edge_grads(t, c, i, w);
+}
+
+// ---- descriptor Jacobian (fitting): dB_ik / dr_ij for every edge and component ----
+
+// Workspace of one atom for the Jacobian (in T): the evaluation workspace plus the
+// adjoints of all K components, one edge's u, du and the layer derivatives.
+SNA_HD int64_t sna_jacobian_workspace_size(const SnaTables& t) {
+  return sna_workspace_size(t) + 2 * t.K * t.n_slots * t.H + 2 * t.H + 2 * 3 * t.H +
+         2 * 3 * sna_layer_store_size(t.twojmax);
+}
+
+// Forward-mode recursion of one edge: u (half set, into uo) and du/dr (3 x half set,
+// into duo), without the switching function. dlay holds the layer derivatives.
+template <typename T>
+SNA_HD void sna_edge_tangent(const SnaTables& t, const SnaEdge<T>& g, T* lay, T* dlay, T* uo,
+                             T* duo) {
+  const int twojmax = (int)t.twojmax;
+  const int64_t rps = t.twojmax + 2;
+  const int64_t LS = 2 * sna_layer_store_size(t.twojmax);  // stride of one derivative
+  const int64_t H2 = 2 * t.H;
+  const T car = g.car, cai = g.cai, cbr = g.cbr, cbi = g.cbi;
+  lay[0] = (T)1;
+  lay[1] = (T)0;
+  uo[0] = (T)1;
+  uo[1] = (T)0;
+  for (int d = 0; d < 3; ++d) {
+    dlay[d * LS] = dlay[d * LS + 1] = (T)0;
+    duo[d * H2] = duo[d * H2 + 1] = (T)0;
+  }
+  int64_t prev = 0, next = 2 * 2;
+  int64_t pos = 1;
+  for (int j = 1; j <= twojmax; ++j) {
+    const int h = j / 2;
+    const int pw = j, nw = j + 1;
+    for (int mb = 0; mb <= h; ++mb) {
+      const double* rpa = t.rootpq + (int64_t)(j - mb);
+      const int nkeep = (2 * mb == j) ? h + 1 : nw;
+      for (int ma = 0; ma <= j; ++ma) {
+        T nr = (T)0, ni = (T)0, dnr[3] = {(T)0, (T)0, (T)0}, dni[3] = {(T)0, (T)0, (T)0};
+        if (ma < j) {
+          const int64_t q = prev + 2 * ((int64_t)mb * pw + ma);
+          const T coa = (T)rpa[(int64_t)(j - ma) * rps];
+          const T Ar = lay[q], Ai = lay[q + 1];
+          nr = coa * (car * Ar - cai * Ai);
+          ni = coa * (car * Ai + cai * Ar);
+          for (int d = 0; d < 3; ++d) {
+            const T dAr = dlay[d * LS + q], dAi = dlay[d * LS + q + 1];
+            dnr[d] = coa * (g.dcar[d] * Ar + car * dAr - g.dcai[d] * Ai - cai * dAi);
+            dni[d] = coa * (g.dcar[d] * Ai + car * dAi + g.dcai[d] * Ar + cai * dAr);
+          }
+        }
+        if (ma >= 1) {
+          const int64_t q = prev + 2 * ((int64_t)mb * pw + ma - 1);
+          const T cob = (T)rpa[(int64_t)ma * rps];
+          const T Ar = lay[q], Ai = lay[q + 1];
+          nr -= cob * (cbr * Ar - cbi * Ai);
+          ni -= cob * (cbr * Ai + cbi * Ar);
+          for (int d = 0; d < 3; ++d) {
+            const T dAr = dlay[d * LS + q], dAi = dlay[d * LS + q + 1];
+            dnr[d] -= cob * (g.dcbr[d] * Ar + cbr * dAr - g.dcbi[d] * Ai - cbi * dAi);
+            dni[d] -= cob * (g.dcbr[d] * Ai + cbr * dAi + g.dcbi[d] * Ar + cbi * dAr);
+          }
+        }
+        const int64_t o = next + 2 * ((int64_t)mb * nw + ma);
+        lay[o] = nr;
+        lay[o + 1] = ni;
+        for (int d = 0; d < 3; ++d) {
+          dlay[d * LS + o] = dnr[d];
+          dlay[d * LS + o + 1] = dni[d];
+        }
+        if (ma < nkeep) {
+          uo[2 * pos] = nr;
+          uo[2 * pos + 1] = ni;
+          for (int d = 0; d < 3; ++d) {
+            duo[d * H2 + 2 * pos] = dnr[d];
+            duo[d * H2 + 2 * pos + 1] = dni[d];
+          }
+          ++pos;
+        }
+      }
+    }
+    if ((j & 1) && j < twojmax) {
+      for (int ma = 0; ma <= j; ++ma) {
+        const T sg = ((h + 1 - ma) & 1) ? (T)-1 : (T)1;
+        const int64_t src = next + 2 * ((int64_t)h * nw + (j - ma));
+        const int64_t dst = next + 2 * ((int64_t)(h + 1) * nw + ma);
+        lay[dst] = sg * lay[src];
+        lay[dst + 1] = -sg * lay[src + 1];
+        for (int d = 0; d < 3; ++d) {
+          dlay[d * LS + dst] = sg * dlay[d * LS + src];
+          dlay[d * LS + dst + 1] = -sg * dlay[d * LS + src + 1];
+        }
+      }
+    }
+    prev = next;
+    next += 2 * (int64_t)(h + 2) * nw;
+  }
+}
+
+// dB_k/dU of one component on the half set (into Yk, S x H), after sna_atom_bispectrum
+// (w.ufull and w.Z hold the atom's matrices). Only the Z entries of component k's
+// own (j1, j2, j) block are visited.
+template <typename T>
+SNA_HD void sna_component_adjoint(const SnaTables& t, const SnaWork<T>& w, int64_t k, T* Yk) {
+  const int64_t S = t.n_slots, H = t.H, U = t.U;
+  const T* u = w.ufull;
+  T* gU = w.gU;
+  for (int64_t q = 0; q < 2 * S * U; ++q) gU[q] = (T)0;
+  for (int32_t s = t.boff[k]; s < t.boff[k + 1]; ++s) {
+    const T gb = (T)t.bw[s];
+    const int32_t z = t.bz[s];
+    const T* a = u + 2 * t.bq[s];
+    const T gr = a[0] * gb, gi = a[1] * gb;
+    for (int32_t q = t.zoff[z]; q < t.zoff[z + 1]; ++q) {
+      const int32_t i1 = t.zp1[q], i2 = t.zp2[q];
+      const T cf = (T)t.zcoef[q];
+      const T pr = gr * cf, pi = gi * cf;
+      const T ar = u[2 * i1], ai = u[2 * i1 + 1];
+      const T br = u[2 * i2], bi = u[2 * i2 + 1];
+      gU[2 * i1] += pr * br + pi * bi;
+      gU[2 * i1 + 1] += pi * br - pr * bi;
+      gU[2 * i2] += pr * ar + pi * ai;
+      gU[2 * i2 + 1] += pi * ar - pr * ai;
+    }
+    const T* zz = w.Z + 2 * z;
+    gU[2 * t.bq[s]] += zz[0] * gb;
+    gU[2 * t.bq[s] + 1] += zz[1] * gb;
+  }
+  for (int64_t s = 0; s < S; ++s) {
+    const T* G = gU + 2 * s * U;
+    T* Y = Yk + 2 * s * H;
+    for (int64_t h = 0; h < H; ++h) {
+      const T* l = G + 2 * t.half_index[h];
+      const double sg = t.half_sign[h];
+      if (sg == 0.0) {
+        Y[2 * h] = l[0];
+        Y[2 * h + 1] = (T)0;
+      } else {
+        const T* p = G + 2 * t.half_partner[h];
+        Y[2 * h] = l[0] + (T)sg * p[0];
+        Y[2 * h + 1] = l[1] - (T)sg * p[1];
+      }
+    }
+  }
+}
+
+// Descriptors of atom i and the Jacobian rows of its edges.
+template <typename T>
+SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
+  SnaWork<T> w = sna_work(t, ws);
+  const int64_t S = t.n_slots, H = t.H, K = t.K;
+  T* Yall = ws + sna_workspace_size(t);
+  T* uo = Yall + 2 * K * S * H;
+  T* duo = uo + 2 * H;
+  T* dlay = duo + 2 * 3 * H;
+  sna_atom_densities(t, c, i, w, w.uhalf);
+  sna_atom_bispectrum(t, w, w.uhalf, c.species[i], c.descriptors + i * K);
+  for (int64_t k = 0; k < K; ++k) sna_component_adjoint(t, w, k, Yall + 2 * k * S * H);
+  SnaEdge<T> g;
+  for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
+    sna_edge_setup(t, c, e, true, g);
+    sna_edge_tangent(t, g, w.lay, dlay, uo, duo);
+    const T rinv = (T)1 / g.r;
+    const T unit[3] = {g.x * rinv, g.y * rinv, g.z * rinv};
+    const int64_t slot = c.slot[e];
+    T* out = c.jacobian + e * K * 3;
+    for (int64_t k = 0; k < K; ++k) {
+      const T* Y = Yall + 2 * (k * S + slot) * H;
+      T L = (T)0, d0 = (T)0, d1 = (T)0, d2 = (T)0;
+      for (int64_t q = 0; q < 2 * H; ++q) {
+        const T y = Y[q];
+        L += y * uo[q];
+        d0 += y * duo[q];
+        d1 += y * duo[2 * H + q];
+        d2 += y * duo[4 * H + q];
+      }
+      const T k2 = L * g.dsfac;
+      out[3 * k] = g.sfac * d0 + k2 * unit[0];
+      out[3 * k + 1] = g.sfac * d1 + k2 * unit[1];
+      out[3 * k + 2] = g.sfac * d2 + k2 * unit[2];
+    }
+  }
 }

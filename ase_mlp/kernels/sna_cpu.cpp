@@ -44,7 +44,8 @@ void parallel_atoms(int64_t n, int threads, int64_t chunk, int64_t ws_size, F bo
 
 template <typename T>
 int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
-  const int64_t ws = (sna_workspace_size(*t) * (int64_t)sizeof(T) + 7) / 8;
+  const int64_t n_ws = kind == 3 ? sna_jacobian_workspace_size(*t) : sna_workspace_size(*t);
+  const int64_t ws = (n_ws * (int64_t)sizeof(T) + 7) / 8;
   const int64_t chunk = 4;
   switch (kind) {
     case 0:
@@ -62,6 +63,11 @@ int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
         sna_gradient_atom<T>(*t, *c, i, (T*)w);
       });
       return 0;
+    case 3:
+      parallel_atoms(c->n_atoms, threads, 1, ws, [&](int64_t i, double* w) {
+        sna_jacobian_atom<T>(*t, *c, i, (T*)w);
+      });
+      return 0;
   }
   return 1;
 }
@@ -70,7 +76,8 @@ int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
 
 extern "C" {
 
-// kind: 0 fused linear, 1 descriptors (pass 1), 2 edge gradients (pass 2).
+// kind: 0 fused linear, 1 descriptors (pass 1), 2 edge gradients (pass 2),
+// 3 descriptors and their Jacobian (fitting).
 int ase_mlp_sna_f64(int kind, const SnaTables* t, const SnaCall<double>* c, int threads) {
   return run<double>(kind, t, c, threads);
 }
@@ -79,6 +86,6 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 1; }
+int64_t ase_mlp_sna_abi_version() { return 2; }
 
 }

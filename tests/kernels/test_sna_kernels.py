@@ -303,3 +303,19 @@ def test_cuda_source_compiles(tmp_path):
 
     out = cuda_build.compile_cubin(tmp_path / "sna.cubin", arch="sm_80")
     assert out.stat().st_size > 0
+
+
+@pytest.mark.parametrize("name", ["plain 2J=6", "chemflag bnorm 2J=4", "switchinner rmin0 2J=5",
+                                  "chemflag wselfall 2J=3"])
+def test_jacobian_equals_torch(name):
+    """The descriptor Jacobian of fitting (dB_ik/dr_ij per edge) by the kernels."""
+    rng = np.random.default_rng(13)
+    desc = Bispectrum(**DESCRIPTORS[name])
+    g = _graph(_structures(desc.elements, rng), desc)
+    with kernel_settings(backend="torch"):
+        B0, sel0, J0 = desc.jacobian(g)
+    with kernel_settings(backend="compiled", threads=2):
+        B1, sel1, J1 = desc.jacobian(g)
+    assert torch.equal(sel0, sel1)
+    assert torch.allclose(B1, B0, rtol=0, atol=1e-12 * B0.abs().max().item())
+    assert torch.allclose(J1, J0, rtol=0, atol=1e-12 * J0.abs().max().item())
