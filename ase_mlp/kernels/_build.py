@@ -3,7 +3,8 @@
 Where the library comes from, in order:
 
 1. ``ase_mlp/kernels/_sna_cpu*.so`` built when the package was installed (the
-   setuptools extension of ``setup.py``; plain C ABI, no torch at build time);
+   setuptools extension of ``setup.py``; plain C ABI, no torch at build time), used
+   when it was built from the current sources (a digest compiled into it);
 2. a copy compiled on first use into a per-user cache
    (``$ASE_MLP_CACHE`` or ``$XDG_CACHE_HOME/ase_mlp`` or ``~/.cache/ase_mlp``),
    keyed by a hash of the sources, the compiler and the flags, written through a
@@ -46,10 +47,21 @@ def cache_dir() -> pathlib.Path:
     return pathlib.Path(base) / "ase_mlp"
 
 
-def _source_hash(compiler: str) -> str:
+def source_digest(root: pathlib.Path = HERE) -> str:
+    """Digest of the kernel sources (compiled into the library and checked at load)."""
     h = hashlib.sha256()
     for name in SOURCES:
-        h.update((HERE / name).read_bytes())
+        h.update((root / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def digest_define(root: pathlib.Path = HERE) -> str:
+    return f'-DASE_MLP_SNA_SOURCE_DIGEST="{source_digest(root)}"'
+
+
+def _source_hash(compiler: str) -> str:
+    h = hashlib.sha256()
+    h.update(source_digest().encode())
     h.update(" ".join(CXXFLAGS).encode())
     h.update(compiler.encode())
     try:
@@ -73,7 +85,7 @@ def compile_library(target: pathlib.Path, compiler: str | None = None) -> pathli
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    cmd = [compiler, *CXXFLAGS, str(HERE / "sna_cpu.cpp"), "-o", tmp]
+    cmd = [compiler, *CXXFLAGS, digest_define(), str(HERE / "sna_cpu.cpp"), "-o", tmp]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
@@ -87,6 +99,8 @@ def compile_library(target: pathlib.Path, compiler: str | None = None) -> pathli
 
 
 def _installed() -> pathlib.Path | None:
+    if os.environ.get("ASE_MLP_IGNORE_INSTALLED_KERNELS"):  # tests of the cache/fallback
+        return None
     found = sorted(HERE.glob("_sna_cpu*.so")) + sorted(HERE.glob("_sna_cpu*.pyd"))
     return found[0] if found else None
 
@@ -94,8 +108,11 @@ def _installed() -> pathlib.Path | None:
 def _load(path: pathlib.Path) -> ctypes.CDLL:
     lib = ctypes.CDLL(str(path))
     lib.ase_mlp_sna_abi_version.restype = ctypes.c_int64
+    lib.ase_mlp_sna_source_digest.restype = ctypes.c_char_p
     if lib.ase_mlp_sna_abi_version() != ABI_VERSION:
         raise KernelUnavailable(f"{path} has another kernel ABI version")
+    if lib.ase_mlp_sna_source_digest().decode() != source_digest():
+        raise KernelUnavailable(f"{path} was built from other kernel sources")
     for name in ("ase_mlp_sna_f64", "ase_mlp_sna_f32"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int

@@ -88,4 +88,10 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
 
 int64_t ase_mlp_sna_abi_version() { return 2; }
 
+#ifndef ASE_MLP_SNA_SOURCE_DIGEST
+#define ASE_MLP_SNA_SOURCE_DIGEST "unknown"
+#endif
+// digest of the sources this library was built from (checked by the loader)
+const char* ase_mlp_sna_source_digest() { return ASE_MLP_SNA_SOURCE_DIGEST; }
+
 }

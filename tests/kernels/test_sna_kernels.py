@@ -289,7 +289,8 @@ def test_no_compiler_falls_back_or_raises(tmp_path):
             assert "no C++ compiler" in str(exc), exc
             print("OK")
     """)
-    env = dict(os.environ, CXX="ase-mlp-no-such-compiler", ASE_MLP_CACHE=str(tmp_path))
+    env = dict(os.environ, CXX="ase-mlp-no-such-compiler", ASE_MLP_CACHE=str(tmp_path),
+               ASE_MLP_IGNORE_INSTALLED_KERNELS="1")
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
@@ -319,3 +320,39 @@ def test_jacobian_equals_torch(name):
     assert torch.equal(sel0, sel1)
     assert torch.allclose(B1, B0, rtol=0, atol=1e-12 * B0.abs().max().item())
     assert torch.allclose(J1, J0, rtol=0, atol=1e-12 * J0.abs().max().item())
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_cache_build_is_used_and_checked(tmp_path):
+    """Without the install-time library the kernels are compiled into the cache on
+    first use (then reused); a library built from other sources is not loaded."""
+    script = textwrap.dedent("""
+        import pathlib, sys
+        from ase_mlp.kernels import _build
+        lib = _build.library()
+        built = sorted(pathlib.Path(sys.argv[1]).glob("kernels/libsna_cpu-*.so"))
+        assert len(built) == 1, built
+        assert lib._name == str(built[0]), (lib._name, built)
+        print("OK")
+    """)
+    env = dict(os.environ, ASE_MLP_CACHE=str(tmp_path), ASE_MLP_IGNORE_INSTALLED_KERNELS="1")
+    for _ in range(2):  # second run: found in the cache
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and "OK" in out.stdout, out.stderr[-3000:]
+    from ase_mlp.kernels import _build
+
+    stale = next(tmp_path.glob("kernels/libsna_cpu-*.so"))
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in _build.SOURCES:
+        (src / name).write_text((_build.HERE / name).read_text() + "\n// changed\n")
+    assert _build.source_digest(src) != _build.source_digest()
+    # a library whose digest differs from the current sources is refused
+    other = tmp_path / "other.so"
+    subprocess.run(["g++", *_build.CXXFLAGS, _build.digest_define(src),
+                    str(src / "sna_cpu.cpp"), "-o", str(other)], check=True,
+                   capture_output=True, timeout=300)
+    with pytest.raises(_build.KernelUnavailable, match="other kernel sources"):
+        _build._load(other)
+    assert _build._load(stale) is not None
