@@ -14,12 +14,33 @@ def default_model_path() -> pathlib.Path:
     return pathlib.Path(str(files("ase_mlp") / "data" / "GaN_nnsnap.pt"))
 
 
-def _calculator(paths, device, dtype):
+def _calculator(paths, device, dtype, threads=None):
     from ase_mlp.calculators import MLPCalculator
 
     if not paths:
         paths = [default_model_path()]
-    return MLPCalculator.from_file(*paths, device=device, dtype=dtype)
+    if threads is None:  # the --threads of the running command (main's kernel_settings)
+        from ase_mlp.kernels import current_settings
+
+        threads = current_settings().threads
+    return MLPCalculator.from_file(*paths, device=device, dtype=dtype, threads=threads)
+
+
+def _threads_arg(sp) -> None:
+    sp.add_argument("--threads", type=_positive_int, default=None, metavar="N",
+                    help="CPU threads of the compiled kernels (default: one per ~64 atoms, at "
+                         "most the cores this process may use; threads live only during an "
+                         "evaluation and never spin)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def cmd_demo(args) -> int:
@@ -589,10 +610,6 @@ def cmd_ipi_driver(args) -> int:
     from ase_mlp.ipi import IPIDriver, IPIProtocolError, IPITimeout, ServerDisconnected
 
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     atoms = _read_structure(args.structure) if args.structure else None
     calc = _calculator(args.model, args.device, args.dtype)
     driver = IPIDriver(calc, atoms, unix=args.unix, inet=args.inet,
@@ -651,6 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "pair (default: the embedded GaN NN-SNAP)")
         sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
         sp.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+        _threads_arg(sp)
 
     d = sub.add_parser("demo", help="run the main job on the embedded default model")
     common(d)
@@ -715,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do not write metad.png and xrd.png")
     mt.add_argument("--quiet", action="store_true", help="no progress bar or messages "
                     "(the summary line is still printed)")
+    _threads_arg(mt)
     mt.set_defaults(func=cmd_metad)
 
     an = sub.add_parser("analyze", help="MSD/diffusion, partial RDFs, VDOS and zero-point "
@@ -758,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fit", help="fit a model from a TOML/YAML configuration "
                        "(see docs/training.md)")
     f.add_argument("config", help="configuration file (.toml, .yaml/.yml, .json)")
+    _threads_arg(f)
     f.add_argument("--resume", action="store_true",
                    help="NN-SNAP: continue from <output>/checkpoint.pt")
     f.add_argument("--no-plots", action="store_true", help="do not write parity/learning plots")
@@ -892,8 +912,6 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--reconnect", type=float, default=0.0,
                     help="when the server goes away without EXIT, try to reconnect for this "
                          "many seconds (e.g. while i-PI restarts); default: stop at once")
-    ip.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads of this process (default: torch's choice)")
     ip.add_argument("--quiet", action="store_true")
     ip.set_defaults(func=cmd_ipi_driver)
 
@@ -921,9 +939,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ase_mlp.kernels import kernel_settings
+
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with kernel_settings(threads=getattr(args, "threads", None)):
+            return args.func(args)
     except (ValueError, FileNotFoundError, TypeError) as err:
         print(f"ase-mlp {args.command}: error: {err}", file=sys.stderr)
         return 2

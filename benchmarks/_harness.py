@@ -12,16 +12,29 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_isolated(target, *args):
+def run_isolated(target, *args, env=None):
     """Run ``target(*args, q)`` in a spawned process and return what it puts on ``q``.
 
+    ``env``: environment variables set for the child only (e.g.
+    ``{"OPENBLAS_NUM_THREADS": "1"}``, which must be in place before numpy is imported).
     A child that dies without reporting (a crash in a compiled library, an OOM kill)
     raises ``RuntimeError`` instead of blocking forever.
     """
+    import os
+
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     p = ctx.Process(target=target, args=(*args, q))
-    p.start()
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        p.start()  # the spawned interpreter inherits os.environ now
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     while True:
         try:
             out = q.get(timeout=1.0)
