@@ -329,18 +329,13 @@ class Bispectrum(torch.nn.Module):
         ``kernel_settings(backend="torch")`` is in force, no compiler is available, or
         autograd must see through the descriptor (``vectors.requires_grad``).
         """
-        ctx = self._prepare(graph, vectors, edge_chunk)
         if self._use_compiled(vectors, linear):
             from ase_mlp.kernels import sna
 
-            out = sna.evaluate(self, ctx, energy_fn, need_gradient, linear)
+            out = sna.evaluate(self, graph, vectors, energy_fn, need_gradient, linear)
             if out is not None:  # None: dE/dB carries autograd history, use torch below
-                energies, grad_sel = out
-                if grad_sel is None:
-                    return energies, None
-                grad = vectors.new_zeros((graph.n_edges, 3))
-                grad.index_copy_(0, ctx.sel, grad_sel)
-                return energies, grad
+                return out
+        ctx = self._prepare(graph, vectors, edge_chunk)
         if linear is not None:
             def energy_fn(B, species, _c=linear):  # noqa: F811 - the linear model in torch
                 c = _c.to(B.dtype)[species]
@@ -421,7 +416,7 @@ class Bispectrum(torch.nn.Module):
         if vectors.device.type == "cpu" and self._use_compiled(vectors):
             from ase_mlp.kernels import sna
 
-            B_all, J = sna.jacobian(self, ctx)
+            B_all, J = sna.jacobian(self, graph, vectors, ctx.sel)
             return B_all, ctx.sel, J
         uhalf = self._densities(ctx)
         n_atoms, H, S = ctx.n_atoms, ctx.H, self.n_slots

@@ -33,8 +33,9 @@ class _Tables(ctypes.Structure):
 
 class _Call(ctypes.Structure):
     _fields_ = [(n, P) for n in (
-        "rij", "rcut", "wj", "rinner", "drinner", "slot", "offsets", "species", "coeff", "dedb",
-        "uhalf", "energies", "descriptors", "edge_grad", "jacobian")] + [("n_atoms", I64), ("n_edges", I64)]
+        "vectors", "neighbor", "offsets", "species", "pair_rcut", "elem_weight", "elem_sinner",
+        "elem_dinner", "coeff", "dedb", "uhalf", "energies", "descriptors", "edge_grad",
+        "jacobian")] + [("n_atoms", I64), ("n_edges", I64), ("n_elements", I64)]
 
 
 class CompiledTables:
@@ -122,32 +123,34 @@ def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int,
         raise RuntimeError(f"SNAP kernel {kind} failed with status {status}")
 
 
-def _call_for(descriptor, ctx):
-    """The ``SnaCall`` of a context: edges sorted by centre, CSR offsets; returns
-    ``(call, order, keep)`` with ``order`` the sorting permutation (or None) and
-    ``keep`` the tensors the struct points into."""
-    dtype, n_atoms = ctx.dtype, ctx.n_atoms
-    S = descriptor.n_slots
-    ei = torch.div(ctx.target, S, rounding_mode="floor")
-    slot = ctx.target - ei * S
-    rij, rcut, wj = ctx.rij, ctx.rcut, ctx.wj
-    rinner, drinner = ctx.rinner, ctx.drinner
+def _call_for(descriptor, graph, vectors, edge_index):
+    """The ``SnaCall`` of one evaluation: the edges grouped by centre atom (CSR
+    offsets). Returns ``(call, order, keep)`` with ``order`` the sorting permutation
+    of the edges (None when they come sorted, as our neighbour lists do) and ``keep``
+    the tensors the struct points into."""
+    dtype, device = vectors.dtype, vectors.device
+    n_atoms, n_edges = graph.n_atoms, int(edge_index.shape[1])
+    centre, neighbor = edge_index[0], edge_index[1]
     order = None
-    if ctx.n_edges > 1 and bool((ei[1:] < ei[:-1]).any()):
-        order = torch.argsort(ei, stable=True)
-        ei, slot, rij, rcut, wj = (x[order] for x in (ei, slot, rij, rcut, wj))
-        if rinner is not None:
-            rinner, drinner = rinner[order], drinner[order]
-    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=ctx.device)
-    if ctx.n_edges:
-        torch.cumsum(torch.bincount(ei, minlength=n_atoms), 0, out=offsets[1:])
-    keep = [x.contiguous() if x is not None else None
-            for x in (rij, rcut.to(dtype), wj.to(dtype), rinner, drinner, slot.to(torch.int64),
-                      ctx.graph.species.to(torch.int64), offsets)]
+    if n_edges > 1 and bool((centre[1:] < centre[:-1]).any()):
+        order = torch.argsort(centre, stable=True)
+        centre, neighbor, vectors = centre[order], neighbor[order], vectors[order]
+    offsets = torch.zeros(n_atoms + 1, dtype=torch.int64, device=device)
+    if n_edges:
+        torch.cumsum(torch.bincount(centre, minlength=n_atoms), 0, out=offsets[1:])
+    per_element = [descriptor._cutoffs, descriptor._weights]
+    if descriptor.switchinnerflag:
+        per_element += [descriptor._sinner, descriptor._dinner]
+    keep = [x.contiguous() for x in (vectors, neighbor.to(torch.int64), offsets,
+                                     graph.species.to(torch.int64))]
+    keep += [x.to(device=device, dtype=dtype).contiguous() for x in per_element]
     call = _Call()
-    (call.rij, call.rcut, call.wj, call.rinner, call.drinner, call.slot, call.species,
-     call.offsets) = (_ptr(x) for x in keep)
-    call.n_atoms, call.n_edges = n_atoms, ctx.n_edges
+    call.vectors, call.neighbor, call.offsets, call.species = (_ptr(x) for x in keep[:4])
+    call.pair_rcut, call.elem_weight = _ptr(keep[4]), _ptr(keep[5])
+    if descriptor.switchinnerflag:
+        call.elem_sinner, call.elem_dinner = _ptr(keep[6]), _ptr(keep[7])
+    call.n_atoms, call.n_edges = n_atoms, n_edges
+    call.n_elements = len(descriptor.elements)
     return call, order, keep
 
 
@@ -160,21 +163,22 @@ def _unsort(x, order):
     return x if order is None else torch.empty_like(x).index_copy_(0, order, x)
 
 
-def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
-    """Per-atom energies and selected-edge gradients by the compiled kernels.
+def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=None):
+    """Per-atom energies and edge gradients ``dE/dr_ij`` by the compiled kernels.
 
-    ``ctx`` is the per-call context of :meth:`Bispectrum._prepare` (selected edges,
-    their vectors, cutoffs, weights and slots). Returns ``(energies, grad_sel)``
-    with ``grad_sel`` of shape ``(n_selected_edges, 3)`` or None; None instead of the
-    pair when ``energy_fn``'s ``dE/dB`` needs autograd (the caller then uses torch).
+    Works on every edge of ``graph`` (the kernels test the pair cutoffs themselves, so
+    no selected copies of the edge arrays are made). Returns ``(energies, grad)`` with
+    ``grad`` of shape ``(graph.n_edges, 3)`` (zero beyond the cutoffs) or None; None
+    instead of the pair when ``energy_fn``'s ``dE/dB`` needs autograd (the caller
+    then uses torch).
     """
     tables = tables_for(descriptor)
-    dtype, n_atoms, device = ctx.dtype, ctx.n_atoms, ctx.device
-    graph = ctx.graph
+    dtype, n_atoms, device = vectors.dtype, graph.n_atoms, vectors.device
     S = descriptor.n_slots
-    call, order, _keep = _call_for(descriptor, ctx)
+    call, order, _keep = _call_for(descriptor, graph, vectors, graph.edge_index)
     threads = _threads(n_atoms)
-    grad = torch.empty((ctx.n_edges, 3), dtype=dtype, device=device) if need_gradient else None
+    grad = torch.empty((graph.n_edges, 3), dtype=dtype, device=device) \
+        if need_gradient else None
     K = tables.K
     if linear is not None:
         coeff = linear.detach().to(dtype=dtype, device=device).contiguous()
@@ -206,27 +210,37 @@ def evaluate(descriptor, ctx, energy_fn, need_gradient: bool, linear=None):
     return energies, None if grad is None else _unsort(grad, order)
 
 
-def jacobian(descriptor, ctx):
-    """Descriptors ``(n_atoms, K)`` and ``dB_ik/dr_ij`` ``(n_selected_edges, K, 3)``."""
-    if ctx.device.type != "cpu":
+def jacobian(descriptor, graph, vectors, sel):
+    """Descriptors ``(n_atoms, K)`` and ``dB_ik/dr_ij`` ``(len(sel), K, 3)`` for the
+    graph edges ``sel`` (those within the cutoffs)."""
+    if vectors.device.type != "cpu":
         raise ValueError("the compiled descriptor Jacobian runs on the CPU")
     tables = tables_for(descriptor)
-    call, order, _keep = _call_for(descriptor, ctx)
-    K = tables.K
-    B = torch.empty((ctx.n_atoms, K), dtype=ctx.dtype)
-    J = torch.empty((ctx.n_edges, K, 3), dtype=ctx.dtype)
+    call, order, _keep = _call_for(descriptor, graph, vectors[sel],
+                                   graph.edge_index[:, sel])
+    K, dtype = tables.K, vectors.dtype
+    B = torch.empty((graph.n_atoms, K), dtype=dtype)
+    J = torch.empty((int(sel.shape[0]), K, 3), dtype=dtype)
     call.descriptors, call.jacobian = _ptr(B), _ptr(J)
-    _run(3, tables, call, ctx.dtype, _threads(ctx.n_atoms))
+    _run(3, tables, call, dtype, _threads(graph.n_atoms))
     return B, _unsort(J, order)
 
 
-def descriptors(descriptor, ctx) -> torch.Tensor:
-    """Bispectrum components ``(n_atoms, K)`` by the compiled kernels."""
-    out = []
+def assemble(graph, vectors, edge_grad, forces: bool, stress: bool):
+    """Forces ``(n_atoms, 3)`` and per-atom virials ``(n_atoms, 3, 3)`` (or None) from
+    edge gradients, by one serial C loop over the edges (fixed summation order)."""
+    lib = library()
+    dtype = vectors.dtype
+    fn = lib.ase_mlp_assemble_f64 if dtype == torch.float64 else lib.ase_mlp_assemble_f32
+    n = graph.n_atoms
+    f = vectors.new_zeros((n, 3)) if forces else None
+    w = vectors.new_zeros((n, 3, 3)) if stress else None
+    ei = graph.edge_index.to(torch.int64)
+    centre, neighbor = ei[0].contiguous(), ei[1].contiguous()
+    v, g = vectors.contiguous(), edge_grad.contiguous()
+    fn(_ptr(v), _ptr(g), _ptr(centre), _ptr(neighbor), graph.n_edges, _ptr(f), _ptr(w))
+    if w is not None:  # mirror the upper triangles
+        w = w + w.transpose(1, 2) - torch.diag_embed(torch.diagonal(w, dim1=1, dim2=2))
+    return f, w
 
-    def keep(B, species):
-        out.append(B)
-        return B.new_zeros(B.shape[0]), None
 
-    evaluate(descriptor, ctx, keep, need_gradient=False)
-    return out[0]

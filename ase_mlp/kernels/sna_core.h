@@ -61,26 +61,27 @@ struct SnaTables {
   double rfac0, rmin0;
 };
 
-// Per-call data. Edges are those within the cutoffs, sorted by centre atom
-// (offsets is the CSR); every per-edge array has n_edges rows.
+// Per-call data: the edges of the batched graph (any length; those beyond the pair
+// cutoff are skipped and get a zero gradient), grouped by centre atom (offsets is
+// the CSR over edges), and the per-element parameters of the descriptor.
 template <typename T>
 struct SnaCall {
-  const T* rij;         // (E, 3) edge vectors r_j - r_i
-  const T* rcut;        // (E) pair cutoff
-  const T* wj;          // (E) neighbour weight
-  const T* rinner;      // (E) or null (switchinnerflag)
-  const T* drinner;     // (E) or null
-  const int64_t* slot;  // (E) chemistry slot (element of j with chemflag, else 0)
+  const T* vectors;        // (E, 3) edge vectors r_j - r_i
+  const int64_t* neighbor; // (E) atom j of every edge
   const int64_t* offsets;  // (n_atoms + 1)
   const int64_t* species;  // (n_atoms)
-  const T* coeff;       // (n_elements, 1 + K) linear coefficients (fused mode) or null
-  const T* dedb;        // (n_atoms, K) dE/dB (two-pass mode) or null
-  T* uhalf;             // (n_atoms, S, H, 2) densities kept between passes, or null
-  T* energies;          // (n_atoms) or null
-  T* descriptors;       // (n_atoms, K) or null
-  T* edge_grad;         // (E, 3) dE/dr_ij or null
-  T* jacobian;          // (E, K, 3) dB_ik/dr_ij (descriptor Jacobian) or null
-  int64_t n_atoms, n_edges;
+  const T* pair_rcut;      // (n_elements, n_elements) cutoffs rcutfac (R_i + R_j)
+  const T* elem_weight;    // (n_elements) neighbour weights
+  const T* elem_sinner;    // (n_elements) or null (switchinnerflag)
+  const T* elem_dinner;    // (n_elements) or null
+  const T* coeff;          // (n_elements, 1 + K) linear coefficients (fused mode) or null
+  const T* dedb;           // (n_atoms, K) dE/dB (two-pass mode) or null
+  T* uhalf;                // (n_atoms, S, H, 2) densities kept between passes, or null
+  T* energies;             // (n_atoms) or null
+  T* descriptors;          // (n_atoms, K) or null
+  T* edge_grad;            // (E, 3) dE/dr_ij or null
+  T* jacobian;             // (E, K, 3) dB_ik/dr_ij (descriptor Jacobian) or null
+  int64_t n_atoms, n_edges, n_elements;
 };
 
 // Complex entries stored for one edge's recursion: every layer j keeps rows
@@ -110,21 +111,27 @@ template <typename T>
 struct SnaEdge {
   T x, y, z, r, car, cai, cbr, cbi, sfac, dsfac;
   T dcar[3], dcai[3], dcbr[3], dcbi[3];
+  int64_t slot;
 };
 
-// Cayley-Klein parameters conj(a), conj(b) of the edge, the switching function and,
-// with need_d, their derivatives with respect to r_ij.
+// Edge e of centre atom i: false when it lies beyond the pair cutoff (or on the
+// centre, r^2 <= 1e-20, as in LAMMPS). Otherwise the Cayley-Klein parameters conj(a),
+// conj(b), the switching function (times the neighbour weight), the chemistry slot
+// and, with need_d, the derivatives with respect to r_ij.
 template <typename T>
-SNA_HD void sna_edge_setup(const SnaTables& t, const SnaCall<T>& c, int64_t e, bool need_d,
-                           SnaEdge<T>& g) {
+SNA_HD bool sna_edge_setup(const SnaTables& t, const SnaCall<T>& c, int64_t i, int64_t e,
+                           bool need_d, SnaEdge<T>& g) {
   const T pi = (T)3.14159265358979323846;
-  g.x = c.rij[3 * e];
-  g.y = c.rij[3 * e + 1];
-  g.z = c.rij[3 * e + 2];
+  g.x = c.vectors[3 * e];
+  g.y = c.vectors[3 * e + 1];
+  g.z = c.vectors[3 * e + 2];
   const T rsq = g.x * g.x + g.y * g.y + g.z * g.z;
+  const int64_t si = c.species[i], sj = c.species[c.neighbor[e]];
+  const T rcut = c.pair_rcut[si * c.n_elements + sj];
+  if (!(rsq < rcut * rcut && rsq > (T)1e-20)) return false;
+  g.slot = t.chemflag ? sj : 0;
   const T r = sqrt(rsq);
   g.r = r;
-  const T rcut = c.rcut[e];
   const T rmin0 = (T)t.rmin0;
   const T rscale0 = (T)t.rfac0 * pi / (rcut - rmin0);
   const T theta0 = (r - rmin0) * rscale0;
@@ -146,25 +153,26 @@ SNA_HD void sna_edge_setup(const SnaTables& t, const SnaCall<T>& c, int64_t e, b
     dsfac = (T)0;
   }
   if (t.switchinnerflag) {
-    const T ri = c.rinner[e], dri = c.drinner[e];
+    const T ri = (T)0.5 * (c.elem_sinner[si] + c.elem_sinner[sj]);
+    const T dri = (T)0.5 * (c.elem_dinner[si] + c.elem_dinner[sj]);
     const T fac = pi / dri;
     const T xx = (r - ri) * fac;
-    T si, dsi = (T)0;
+    T sw, dsw = (T)0;
     if (r >= ri + dri) {
-      si = (T)1;
+      sw = (T)1;
     } else if (r > ri) {
-      si = (T)0.5 * ((T)1 - cos(xx));
-      dsi = (T)0.5 * sin(xx) * fac;
+      sw = (T)0.5 * ((T)1 - cos(xx));
+      dsw = (T)0.5 * sin(xx) * fac;
     } else {
-      si = (T)0;
+      sw = (T)0;
     }
-    dsfac = dsfac * si + sfac * dsi;
-    sfac = sfac * si;
+    dsfac = dsfac * sw + sfac * dsw;
+    sfac = sfac * sw;
   }
-  const T w = c.wj[e];
+  const T w = c.elem_weight[sj];
   g.sfac = sfac * w;
   g.dsfac = dsfac * w;
-  if (!need_d) return;
+  if (!need_d) return true;
   const T dz0dr = z0 / r - (r * rscale0) * (rsq + z0 * z0) / rsq;
   const T u[3] = {g.x / r, g.y / r, g.z / r};
   const T k = -(r0inv * r0inv * r0inv) * (r + z0 * dz0dr);
@@ -178,6 +186,7 @@ SNA_HD void sna_edge_setup(const SnaTables& t, const SnaCall<T>& c, int64_t e, b
   g.dcai[2] += r0inv;
   g.dcbr[1] += r0inv;
   g.dcbi[0] += r0inv;
+  return true;
 }
 
 // Forward Wigner recursion of one edge over the half set (VMK 4.8.2), every layer
@@ -369,8 +378,8 @@ SNA_HD void sna_atom_densities(const SnaTables& t, const SnaCall<T>& c, int64_t 
   for (int64_t k = 0; k < 2 * S * H; ++k) uhalf[k] = (T)0;
   SnaEdge<T> g;
   for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
-    sna_edge_setup(t, c, e, false, g);
-    sna_edge_forward<T, 0>(t, g, w.lay, uhalf + 2 * H * c.slot[e], (const T*)0);
+    if (!sna_edge_setup(t, c, i, e, false, g)) continue;
+    sna_edge_forward<T, 0>(t, g, w.lay, uhalf + 2 * H * g.slot, (const T*)0);
   }
   const bool own_only = t.chemflag && !t.wselfallflag;
   for (int64_t s = 0; s < S; ++s) {
@@ -517,8 +526,11 @@ SNA_HD void sna_atom_edge_grads(const SnaTables& t, const SnaCall<T>& c, int64_t
                                 const SnaWork<T>& w) {
   SnaEdge<T> g;
   for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
-    sna_edge_setup(t, c, e, true, g);
-    const T* Y = w.Y + 2 * t.H * c.slot[e];
+    if (!sna_edge_setup(t, c, i, e, true, g)) {
+      c.edge_grad[3 * e] = c.edge_grad[3 * e + 1] = c.edge_grad[3 * e + 2] = (T)0;
+      continue;
+    }
+    const T* Y = w.Y + 2 * t.H * g.slot;
     const T L = sna_edge_forward<T, 1>(t, g, w.lay, (T*)0, Y);
     T g4[4];
     sna_edge_reverse(t, g, w.lay, Y, w.G0, w.G1, g4);
@@ -734,12 +746,15 @@ SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
   for (int64_t k = 0; k < K; ++k) sna_component_adjoint(t, w, k, Yall + 2 * k * S * H);
   SnaEdge<T> g;
   for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
-    sna_edge_setup(t, c, e, true, g);
+    T* out = c.jacobian + e * K * 3;
+    if (!sna_edge_setup(t, c, i, e, true, g)) {
+      for (int64_t k = 0; k < 3 * K; ++k) out[k] = (T)0;
+      continue;
+    }
     sna_edge_tangent(t, g, w.lay, dlay, uo, duo);
     const T rinv = (T)1 / g.r;
     const T unit[3] = {g.x * rinv, g.y * rinv, g.z * rinv};
-    const int64_t slot = c.slot[e];
-    T* out = c.jacobian + e * K * 3;
+    const int64_t slot = g.slot;
     for (int64_t k = 0; k < K; ++k) {
       const T* Y = Yall + 2 * (k * S + slot) * H;
       T L = (T)0, d0 = (T)0, d1 = (T)0, d2 = (T)0;

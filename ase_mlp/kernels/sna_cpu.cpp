@@ -72,9 +72,57 @@ int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
   return 1;
 }
 
+// Forces and per-atom virials from edge gradients g = dE/dr_ij (r_ij = x_j - x_i):
+// F_i += g, F_j -= g; W_ab = -(r_a g_b + r_b g_a) / 4 to each end (symmetrised, as
+// ase_mlp.models.base.assemble). Serial, so the sums have one fixed order; it is
+// O(E) with a few flops per edge, far below the cost of the model.
+template <typename T>
+void assemble(const T* vectors, const T* grad, const int64_t* centre, const int64_t* neighbor,
+              int64_t n_edges, T* forces, T* atom_virial) {
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* g = grad + 3 * e;
+    if (g[0] == (T)0 && g[1] == (T)0 && g[2] == (T)0) continue;
+    const int64_t i = centre[e], j = neighbor[e];
+    if (forces) {
+      for (int d = 0; d < 3; ++d) {
+        forces[3 * i + d] += g[d];
+        forces[3 * j + d] -= g[d];
+      }
+    }
+    if (atom_virial) {
+      const T* v = vectors + 3 * e;
+      T* wi = atom_virial + 9 * i;
+      T* wj = atom_virial + 9 * j;
+      for (int a = 0; a < 3; ++a) {
+        for (int b = a; b < 3; ++b) {
+          const T w = (T)-0.25 * (v[a] * g[b] + v[b] * g[a]);
+          wi[3 * a + b] += w;
+          wj[3 * a + b] += w;
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
+
+// forces (n, 3) and atom_virial (n, 9) must be zero-initialised (either may be null);
+// only the upper triangle of each atom virial is written (the caller mirrors it).
+int ase_mlp_assemble_f64(const double* vectors, const double* grad, const int64_t* centre,
+                         const int64_t* neighbor, int64_t n_edges, double* forces,
+                         double* atom_virial) {
+  assemble<double>(vectors, grad, centre, neighbor, n_edges, forces, atom_virial);
+  return 0;
+}
+
+int ase_mlp_assemble_f32(const float* vectors, const float* grad, const int64_t* centre,
+                         const int64_t* neighbor, int64_t n_edges, float* forces,
+                         float* atom_virial) {
+  assemble<float>(vectors, grad, centre, neighbor, n_edges, forces, atom_virial);
+  return 0;
+}
 
 // kind: 0 fused linear, 1 descriptors (pass 1), 2 edge gradients (pass 2),
 // 3 descriptors and their Jacobian (fitting).
@@ -86,7 +134,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 2; }
+int64_t ase_mlp_sna_abi_version() { return 3; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

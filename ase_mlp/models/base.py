@@ -154,6 +154,16 @@ def assemble(
     i, j = graph.edge_index
     if edge_grad is None:
         edge_grad = vectors.new_zeros(vectors.shape)
+    if _compiled_assembly(vectors, edge_grad):
+        from ase_mlp.kernels import sna
+
+        f, atom_w = sna.assemble(graph, vectors, edge_grad, forces, stress)
+        if forces:
+            out["forces"] = f
+        if stress:
+            out["atom_virial"] = atom_w
+            out["virial"] = vectors.new_zeros((n_sys, 3, 3)).index_add_(0, graph.system, atom_w)
+        return out
     if forces:
         f = vectors.new_zeros((n_atoms, 3))
         f.index_add_(0, i, edge_grad)
@@ -178,6 +188,20 @@ def assemble(
         out["atom_virial"] = atom_w
         out["virial"] = vectors.new_zeros((n_sys, 3, 3)).index_add_(0, graph.system, atom_w)
     return out
+
+
+def _compiled_assembly(vectors: torch.Tensor, edge_grad: torch.Tensor) -> bool:
+    """Whether :func:`assemble` may use the compiled loop (CPU, no autograd, kernels
+    available and not switched off by ``kernel_settings(backend="torch")``)."""
+    if vectors.device.type != "cpu":
+        return False
+    if torch.is_grad_enabled() and (vectors.requires_grad or edge_grad.requires_grad):
+        return False
+    from ase_mlp import kernels
+
+    if kernels.current_settings().backend == "torch":
+        return False
+    return kernels.available()
 
 
 def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:

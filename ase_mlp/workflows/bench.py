@@ -1,30 +1,38 @@
 """``ase-mlp bench``: throughput of SNAP evaluation and neighbour lists, all backends, one run.
 
-Throughput is in *atom-steps per second*: atoms x evaluations / wall seconds of the
-timed energy + forces (+ stress) evaluations. Backends (rows):
+Throughput is in *atom-steps per second*: atoms / wall seconds of one energy + forces +
+stress (virial) evaluation. For every structure all backends are set up first (warm-up
+calls, neighbour lists), then ``repeats`` *interleaved* rounds are run, one timed
+evaluation per backend and round (A B C A B C ...), so that every backend sees the same
+machine conditions; a row gives the median (``seconds_per_eval``), minimum and maximum
+wall time over the rounds and the median CPU time (``cpu_s``, ``time.process_time``:
+all threads of the process). Backends (rows):
 
-* ``ase_mlp`` on the CPU (float64, ``threads`` torch threads): one structure,
-  ``MLPCalculator.calculate(atoms, ["energy", "forces", "stress"])`` after a warm-up
-  call. Before every timed call the positions are moved by tiny random displacements
-  (1e-4 Å), so every call is a genuine evaluation; they stay far inside the Verlet skin,
-  so, as in MD between rebuilds, the neighbour list is not rebuilt.
+* ``ase_mlp`` on the CPU (float64): ``MLPCalculator(threads=threads).calculate(atoms,
+  ["energy", "forces", "stress"])``; ``threads`` is the compiled kernels' thread count,
+  torch's own thread count is not touched. Before every timed call the positions are
+  moved by tiny random displacements (1e-4 Å, not timed), so every call is a genuine
+  evaluation; they stay far inside the Verlet skin, so, as in MD between rebuilds, the
+  neighbour list is not rebuilt.
 * ``ase_mlp`` on CUDA, float64 and float32, when ``torch.cuda.is_available()``; otherwise
   these rows carry ``note = "skipped: no CUDA device"`` and no numbers.
 * ``lammps``: ``pair_style snap`` (the same wrapper file, SNAP + ZBL) through
-  :meth:`ase_mlp.io.lammps_runner.LammpsEvaluator.time_steps`: the box is set up once,
-  then ``run N`` with atoms that do not move (no neighbour rebuild), energy and forces
-  every step, the virial not tallied. Skipped with a note when LAMMPS is not importable.
+  :class:`ase_mlp.io.lammps_runner.LammpsEvaluator` in this process: the box is set up
+  once, then each round is ``run 1 pre no post no`` on atoms that do not move (no
+  neighbour rebuild) with the potential energy and the pressure (virial) tallied every
+  step, i.e. what ours computes. Skipped with a note when LAMMPS is not importable.
 * neighbour lists (``nl:*`` rows) for the same structure and the model's cutoff:
   :func:`ase_mlp.neighbors.neighbor_list`, raw :class:`vesin.NeighborList` (``ijS``),
   :func:`matscipy.neighbours.neighbour_list` (``ijS``) when installed, and
-  ``vesin.torch`` on CUDA when both are available. Pairs are counted in both directions.
+  ``vesin.torch`` on CUDA when both are available. Pairs are counted in both directions
+  (mean of ``repeats`` builds after one warm-up; not interleaved).
 
 Structures: bcc Ta (a = 3.30 Å) for Ta06A (2J = 6); bcc W (a = 3.17 Å) with 5 % of the
 sites (seeded choice) replaced by Be for WBe_Wood_PRB2019 (2J = 8). Cubic supercells
 ``k x k x k`` of the 2-atom cell with ``2 k^3`` closest to the requested size, rattled by
-0.05 Å (seeded). ``peak_mb`` is the process's peak RSS *so far* (``getrusage``), so it
-never decreases along the rows; CUDA rows also give ``peak_gpu_mb``
-(``torch.cuda.max_memory_allocated`` during that backend's timing).
+0.05 Å (seeded). ``peak_mb`` is the process's peak RSS after the structure's rounds
+(``getrusage``; torch and LAMMPS share the process), so it never decreases along the
+rows; CUDA rows also give ``peak_gpu_mb`` (``torch.cuda.max_memory_allocated``).
 
 :func:`run_bench` returns the rows (dicts, JSON-ready); :func:`format_table` makes the
 Markdown tables.
@@ -41,15 +49,16 @@ from dataclasses import dataclass
 import numpy as np
 
 
-__all__ = ["POTENTIALS", "BenchPotential", "bench_calculator", "bench_lammps",
-           "bench_neighbors", "build_structure", "check_potentials", "format_table",
-           "peak_rss_mb", "run_bench", "supercell_repeat"]
+__all__ = ["POTENTIALS", "BenchPotential", "CalculatorRunner", "LammpsRunner",
+           "bench_calculator", "bench_lammps", "bench_neighbors", "build_structure",
+           "check_potentials", "format_table", "interleave", "peak_rss_mb", "run_bench",
+           "summarize", "supercell_repeat"]
 
 #: row keys, in this order, present in every row (None where not applicable)
 ROW_KEYS = ("potential", "size", "backend", "device", "dtype", "seconds_per_eval",
             "atom_steps_per_s", "ratio_vs_lammps", "peak_mb", "note", "kind",
             "requested_size", "repeats", "threads", "peak_gpu_mb", "pairs", "pairs_per_s",
-            "ms_per_build", "cutoff")
+            "ms_per_build", "cutoff", "min_s", "max_s", "cpu_s", "rounds")
 
 NO_CUDA = "skipped: no CUDA device"
 #: displacement scale (Å) between timed calls: new positions, no Verlet rebuild
@@ -139,50 +148,122 @@ def _eval_row(common: dict, kw: dict) -> dict:
 
 
 # -----------------------------------------------------------------------------
-# timing of one backend
+# timing of one backend: a set-up, then one timed evaluation per call (interleaved rounds)
 # -----------------------------------------------------------------------------
-def bench_calculator(model, atoms, *, device: str = "cpu", dtype: str = "float64",
-                     repeats: int = 3, warmup: int = 1, seed: int = 0) -> dict:
-    """Seconds per ``MLPCalculator.calculate`` (energy, forces, stress) of ``atoms``.
+def _clock(fn: Callable, sync: Callable | None = None) -> tuple[float, float]:
+    """(wall, CPU) seconds of ``fn()``; CPU is ``time.process_time`` (all threads)."""
+    c0, t0 = time.process_time(), time.perf_counter()
+    fn()
+    if sync is not None:
+        sync()
+    return time.perf_counter() - t0, time.process_time() - c0
 
-    A warm-up call (Verlet list, first-call overheads) is followed by ``repeats`` timed
-    calls, each after displacing the atoms by ~1e-4 Å. Returns ``seconds_per_eval``
-    (mean), ``peak_mb`` and, on CUDA, ``peak_gpu_mb``.
-    """
-    import torch
 
-    from ase_mlp.calculators import MLPCalculator
+class CalculatorRunner:
+    """``MLPCalculator.calculate`` (energy, forces, stress) of ``atoms``, one evaluation per
+    :meth:`once` after the set-up (``warmup`` untimed calls: Verlet list, first-call
+    overheads). Before every timed call the atoms are displaced by ~1e-4 Å (not timed),
+    so each call is a genuine evaluation without a neighbour-list rebuild.
+    ``threads`` is the calculator's (compiled-kernel) thread count; torch's own thread
+    count is left alone."""
 
-    calc = MLPCalculator(model, device=device, dtype=dtype)
-    cuda = calc.device.type == "cuda"
-    work = atoms.copy()
-    rng = np.random.default_rng(seed)
-    props = ["energy", "forces", "stress"]
-    for _ in range(max(1, int(warmup))):
-        calc.calculate(work, props)
-    if cuda:
-        torch.cuda.synchronize(calc.device)
-        torch.cuda.reset_peak_memory_stats(calc.device)
-    total = 0.0
-    for _ in range(int(repeats)):
-        work.positions += rng.normal(scale=PERTURBATION, size=work.positions.shape)
-        t0 = time.perf_counter()
-        calc.calculate(work, props)
-        if cuda:
-            torch.cuda.synchronize(calc.device)
-        total += time.perf_counter() - t0
-        if not np.isfinite(calc.results["energy"]):
-            raise RuntimeError(f"non-finite energy on {device} ({dtype})")
-    out = {"seconds_per_eval": total / int(repeats), "peak_mb": peak_rss_mb()}
-    if cuda:
-        out["peak_gpu_mb"] = torch.cuda.max_memory_allocated(calc.device) / 2**20
+    def __init__(self, model, atoms, *, device: str = "cpu", dtype: str = "float64",
+                 threads: int | None = None, warmup: int = 1, seed: int = 0):
+        import torch
+
+        from ase_mlp.calculators import MLPCalculator
+
+        self.calc = MLPCalculator(model, device=device, dtype=dtype, threads=threads)
+        self.cuda = self.calc.device.type == "cuda"
+        self.work = atoms.copy()
+        self.rng = np.random.default_rng(seed)
+        self.props = ["energy", "forces", "stress"]
+        self.label = f"{device} ({dtype})"
+        for _ in range(max(1, int(warmup))):
+            self.calc.calculate(self.work, self.props)
+        self._sync = None
+        if self.cuda:
+            dev = self.calc.device
+            self._sync = lambda: torch.cuda.synchronize(dev)
+            self._sync()
+            torch.cuda.reset_peak_memory_stats(dev)
+
+    def once(self) -> tuple[float, float]:
+        self.work.positions += self.rng.normal(scale=PERTURBATION, size=self.work.positions.shape)
+        out = _clock(lambda: self.calc.calculate(self.work, self.props), self._sync)
+        if not np.isfinite(self.calc.results["energy"]):
+            raise RuntimeError(f"non-finite energy on {self.label}")
+        return out
+
+    def extra(self) -> dict:
+        if not self.cuda:
+            return {}
+        import torch
+
+        return {"peak_gpu_mb": torch.cuda.max_memory_allocated(self.calc.device) / 2**20}
+
+
+class LammpsRunner:
+    """One LAMMPS step (energy, forces and virial) of ``atoms`` per :meth:`once`.
+
+    Set-up (not timed): ``LammpsEvaluator.time_steps(atoms, 1, warmup)`` (box, atoms,
+    potential, the potential energy tallied every step, neighbour list), then the pressure
+    is tallied every step as well (``fix ave/time 1 1 1 c_thermo_press[*]``), so that
+    LAMMPS computes what ours does (energy, forces, virial). Each :meth:`once` is
+    ``run 1 pre no post no`` on atoms that do not move (no neighbour-list rebuild)."""
+
+    def __init__(self, evaluator, atoms, *, warmup: int = 1):
+        self.evaluator = evaluator
+        evaluator.time_steps(atoms, 1, warmup=int(warmup))
+        evaluator.lmp.commands_list(["fix ase_mlp_bench_press all ave/time 1 1 1 "
+                                     "c_thermo_press[*]", "run 0 post no"])
+
+    def once(self) -> tuple[float, float]:
+        lmp = self.evaluator.lmp
+        return _clock(lambda: lmp.command("run 1 pre no post no"))
+
+    def extra(self) -> dict:
+        return {}
+
+
+def interleave(runners: dict, rounds: int) -> dict:
+    """``rounds`` rounds over the runners, one evaluation each (A B A B ...).
+
+    Returns ``{name: [(wall, cpu), ...]}``."""
+    out = {name: [] for name in runners}
+    for _ in range(int(rounds)):
+        for name, runner in runners.items():
+            out[name].append(runner.once())
     return out
 
 
+def summarize(samples) -> dict:
+    """Row fields of one backend's ``[(wall, cpu), ...]``: the median wall time as
+    ``seconds_per_eval``, its min and max, the median CPU time."""
+    walls = [w for w, _ in samples]
+    cpus = [c for _, c in samples]
+    return {"seconds_per_eval": float(np.median(walls)), "min_s": float(min(walls)),
+            "max_s": float(max(walls)), "cpu_s": float(np.median(cpus)),
+            "rounds": len(samples)}
+
+
+def bench_calculator(model, atoms, *, device: str = "cpu", dtype: str = "float64",
+                     repeats: int = 3, warmup: int = 1, seed: int = 0,
+                     threads: int | None = None) -> dict:
+    """Seconds per ``MLPCalculator.calculate`` (energy, forces, stress) of ``atoms`` alone
+    (see :class:`CalculatorRunner`): median / min / max over ``repeats`` evaluations,
+    ``peak_mb`` and, on CUDA, ``peak_gpu_mb``."""
+    r = CalculatorRunner(model, atoms, device=device, dtype=dtype, threads=threads,
+                         warmup=warmup, seed=seed)
+    out = summarize([r.once() for _ in range(int(repeats))])
+    return {**out, "peak_mb": peak_rss_mb(), **r.extra()}
+
+
 def bench_lammps(evaluator, atoms, *, repeats: int = 3, warmup: int = 1) -> dict:
-    """Seconds per LAMMPS step (energy + forces) of ``atoms``: ``LammpsEvaluator.time_steps``."""
-    t = evaluator.time_steps(atoms, int(repeats), warmup=int(warmup))
-    return {"seconds_per_eval": float(t), "peak_mb": peak_rss_mb()}
+    """Seconds per LAMMPS step (energy, forces, virial) of ``atoms`` alone (see
+    :class:`LammpsRunner`): median / min / max over ``repeats`` steps, ``peak_mb``."""
+    r = LammpsRunner(evaluator, atoms, warmup=warmup)
+    return {**summarize([r.once() for _ in range(int(repeats))]), "peak_mb": peak_rss_mb()}
 
 
 def _time(fn: Callable, repeats: int):
@@ -302,8 +383,11 @@ def run_bench(potentials: Sequence[str] = ("ta", "wbe"), sizes: Sequence[int] = 
     ----------
     potentials : keys of :data:`POTENTIALS` (``"ta"``, ``"wbe"``).
     sizes : requested atom counts (the nearest cubic bcc supercell is used).
-    repeats : timed evaluations per backend (after one warm-up).
-    threads : torch CPU threads (and LAMMPS OpenMP threads when its OPENMP package exists).
+    repeats : interleaved rounds, one timed evaluation per backend each (after the
+        set-ups and warm-ups); rows give the median, min and max over the rounds.
+    threads : ``MLPCalculator(threads=...)`` (compiled-kernel threads) of the CPU rows, and
+        LAMMPS OpenMP threads when its OPENMP package exists; torch's thread count is left
+        as it is.
     lammps : False to leave LAMMPS out (its rows then say so).
     cuda : None: use CUDA when ``torch.cuda.is_available()``; False: skip the CUDA rows.
     neighbors : False to leave out the neighbour-list rows.
@@ -331,82 +415,106 @@ def run_bench(potentials: Sequence[str] = ("ta", "wbe"), sizes: Sequence[int] = 
     say = log if log is not None else (lambda line: None)
 
     rows: list[dict] = []
-    saved_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for key in keys:
-            pot = POTENTIALS[key]
-            path = _wrapper_path(pot)
-            model = read_lammps_potential(path)
-            if list(model.elements) != list(pot.elements):
-                raise ValueError(f"{path}: elements {model.elements}, expected "
-                                 f"{list(pot.elements)}")
-            evaluator = None
-            if lmp_skip is None:
-                from ase_mlp.io.lammps_runner import LammpsEvaluator, wrapper_definition
+    for key in keys:
+        pot = POTENTIALS[key]
+        path = _wrapper_path(pot)
+        model = read_lammps_potential(path)
+        if list(model.elements) != list(pot.elements):
+            raise ValueError(f"{path}: elements {model.elements}, expected "
+                             f"{list(pot.elements)}")
+        evaluator = None
+        if lmp_skip is None:
+            from ase_mlp.io.lammps_runner import LammpsEvaluator, wrapper_definition
 
-                style, coeffs = wrapper_definition(path)  # coefficient files made absolute
-                evaluator = LammpsEvaluator(style, coeffs, list(pot.elements), threads=threads)
-            try:
-                for size in sizes:
-                    atoms = build_structure(pot, size, seed=seed)
-                    n = len(atoms)
-                    common = {"potential": pot.label, "size": n, "requested_size": size,
-                              "kind": "eval", "repeats": repeats, "threads": threads,
-                              "cutoff": float(model.cutoff)}
-                    block: list[dict] = []
-
-                    def add(block=block, common=common, **kw):
-                        block.append(_eval_row(common, kw))
-                        say(_progress_line(block[-1]))
-
-                    res = bench_calculator(model, atoms, device="cpu", dtype="float64",
-                                           repeats=repeats, seed=seed)
-                    add(backend="ase_mlp", device="cpu", dtype="float64",
-                        note=f"MLPCalculator.calculate, {threads} torch thread(s)", **res)
-                    for dt in ("float64", "float32"):
-                        if not has_cuda:
-                            add(backend="ase_mlp", device="cuda", dtype=dt, threads=None,
-                                note=NO_CUDA)
-                            continue
-                        try:
-                            res = bench_calculator(model, atoms, device="cuda", dtype=dt,
-                                                   repeats=repeats, warmup=2, seed=seed)
-                            add(backend="ase_mlp", device="cuda", dtype=dt, threads=None,
-                                note="MLPCalculator.calculate", **res)
-                        except Exception as err:  # OOM etc.: report, go on
-                            add(backend="ase_mlp", device="cuda", dtype=dt, threads=None,
-                                note=f"failed: {type(err).__name__}: {err}"[:300])
-                        finally:
-                            torch.cuda.empty_cache()
-                    if evaluator is None:
-                        add(backend="lammps", device="cpu", dtype="float64", note=lmp_skip)
-                    else:
-                        res = bench_lammps(evaluator, atoms, repeats=repeats)
-                        omp = "OpenMP" if evaluator.omp_active else "1 thread"
-                        add(backend="lammps", device="cpu", dtype="float64",
-                            note=f"pair_style {evaluator.pair_style}, run N on fixed atoms "
-                                 f"(E+F, no virial), {omp}", **res)
-                    ref = next((r["seconds_per_eval"] for r in block
-                                if r["backend"] == "lammps" and r["seconds_per_eval"]), None)
-                    if ref is not None:
-                        for r in block:
-                            if r["seconds_per_eval"]:
-                                r["ratio_vs_lammps"] = ref / r["seconds_per_eval"]
-                    rows += block
-                    if neighbors:
-                        for r in bench_neighbors(atoms, model.cutoff, repeats=repeats,
-                                                 cuda=has_cuda, potential=pot.label,
-                                                 requested_size=size):
-                            r["threads"] = threads if r["device"] == "cpu" else None
-                            rows.append(r)
-                            say(_progress_line(r))
-            finally:
-                if evaluator is not None:
-                    evaluator.close()
-    finally:
-        torch.set_num_threads(saved_threads)
+            style, coeffs = wrapper_definition(path)  # coefficient files made absolute
+            evaluator = LammpsEvaluator(style, coeffs, list(pot.elements), threads=threads)
+        try:
+            for size in sizes:
+                atoms = build_structure(pot, size, seed=seed)
+                rows += _eval_block(pot, model, atoms, size, evaluator, lmp_skip,
+                                    repeats=repeats, threads=threads, has_cuda=has_cuda,
+                                    seed=seed, say=say)
+                if neighbors:
+                    for r in bench_neighbors(atoms, model.cutoff, repeats=repeats,
+                                             cuda=has_cuda, potential=pot.label,
+                                             requested_size=size):
+                        r["threads"] = threads if r["device"] == "cpu" else None
+                        rows.append(r)
+                        say(_progress_line(r))
+        finally:
+            if evaluator is not None:
+                evaluator.close()
     return rows
+
+
+def _eval_block(pot, model, atoms, size, evaluator, lmp_skip, *, repeats, threads, has_cuda,
+                seed, say) -> list[dict]:
+    """The evaluation rows of one structure: every backend set up, then ``repeats``
+    interleaved rounds of one evaluation each (ours CPU, ours CUDA float64 / float32,
+    LAMMPS), so that all backends see the same machine conditions."""
+    import torch
+
+    n = len(atoms)
+    common = {"potential": pot.label, "size": n, "requested_size": size, "kind": "eval",
+              "repeats": repeats, "threads": threads, "cutoff": float(model.cutoff)}
+    spec = {"cpu": dict(backend="ase_mlp", device="cpu", dtype="float64",
+                        note=f"MLPCalculator(threads={threads}).calculate, E+F+stress")}
+    notes = {}
+    runners = {"cpu": CalculatorRunner(model, atoms, device="cpu", dtype="float64",
+                                       threads=threads, seed=seed)}
+    for dt in ("float64", "float32"):
+        k = f"cuda-{dt}"
+        spec[k] = dict(backend="ase_mlp", device="cuda", dtype=dt, threads=None)
+        if not has_cuda:
+            notes[k] = NO_CUDA
+            continue
+        try:
+            runners[k] = CalculatorRunner(model, atoms, device="cuda", dtype=dt, warmup=2,
+                                          seed=seed)
+            spec[k]["note"] = "MLPCalculator.calculate, E+F+stress"
+        except Exception as err:  # OOM etc.: report, go on
+            notes[k] = f"failed: {type(err).__name__}: {err}"[:300]
+            torch.cuda.empty_cache()
+    spec["lammps"] = dict(backend="lammps", device="cpu", dtype="float64")
+    if evaluator is None:
+        notes["lammps"] = lmp_skip
+    else:
+        runners["lammps"] = LammpsRunner(evaluator, atoms)
+        omp = "OpenMP" if evaluator.omp_active else "1 thread"
+        spec["lammps"]["note"] = (f"pair_style {evaluator.pair_style}, run 1 on fixed atoms, "
+                                  f"E+F+virial, {omp}")
+
+    samples = {name: [] for name in runners}
+    for _ in range(repeats):  # interleaved rounds: A B C A B C ...
+        for name in list(runners):
+            try:
+                samples[name].append(runners[name].once())
+            except Exception as err:  # a device failure must not end the benchmark
+                if name in ("cpu", "lammps"):
+                    raise
+                notes[name] = f"failed: {type(err).__name__}: {err}"[:300]
+                del runners[name], samples[name]
+    peak = peak_rss_mb()
+    block = []
+    for name, kw in spec.items():
+        if name in samples:
+            kw = {**kw, **summarize(samples[name]), "peak_mb": peak, **runners[name].extra()}
+        else:
+            kw = {**kw, "note": notes[name]}
+        block.append(_eval_row(common, kw))
+        say(_progress_line(block[-1]))
+    for r in runners.values():
+        if getattr(r, "cuda", False):
+            del r.calc
+    if has_cuda:
+        torch.cuda.empty_cache()
+    ref = next((r["seconds_per_eval"] for r in block
+                if r["backend"] == "lammps" and r["seconds_per_eval"]), None)
+    if ref is not None:
+        for r in block:
+            if r["seconds_per_eval"]:
+                r["ratio_vs_lammps"] = ref / r["seconds_per_eval"]
+    return block
 
 
 # -----------------------------------------------------------------------------
@@ -426,7 +534,10 @@ def _progress_line(r: dict) -> str:
         return head + str(r["note"])
     if r["kind"] == "neighbors":
         return head + f"{r['ms_per_build']:.2f} ms/build, {r['pairs']} pairs"
-    return head + f"{r['seconds_per_eval']:.4g} s/eval, {r['atom_steps_per_s']:.4g} atom-steps/s"
+    spread = "" if r.get("min_s") is None else \
+        f" (min {r['min_s']:.4g}, max {r['max_s']:.4g}, CPU {r['cpu_s']:.4g})"
+    return head + (f"{r['seconds_per_eval']:.4g} s/eval{spread}, "
+                   f"{r['atom_steps_per_s']:.4g} atom-steps/s")
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -435,13 +546,17 @@ def format_table(rows: Sequence[dict]) -> str:
     nb = [r for r in rows if r.get("kind") == "neighbors"]
     out = []
     if ev:
-        out += ["| potential | atoms | backend | device | dtype | s / eval | atom-steps/s | "
-                "vs LAMMPS | peak RSS (MB) | peak GPU (MB) | note |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += ["| potential | atoms | backend | device | dtype | s / eval (median) | "
+                "min - max | CPU s | atom-steps/s | vs LAMMPS | peak RSS (MB) | "
+                "peak GPU (MB) | note |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in ev:
+            spread = ("-" if r.get("min_s") is None
+                      else f"{r['min_s']:.4g} - {r['max_s']:.4g}")
             out.append(
                 f"| {r['potential']} | {r['size']} | {r['backend']} | {r['device']} | "
-                f"{r['dtype']} | {_g(r['seconds_per_eval'], '.4g')} | "
+                f"{r['dtype']} | {_g(r['seconds_per_eval'], '.4g')} | {spread} | "
+                f"{_g(r.get('cpu_s'), '.4g')} | "
                 f"{_g(r['atom_steps_per_s'], ',.0f')} | {_g(r['ratio_vs_lammps'], '.2f')} | "
                 f"{_g(r['peak_mb'], '.0f')} | {_g(r.get('peak_gpu_mb'), '.0f')} | "
                 f"{_cell(r['note'])} |")

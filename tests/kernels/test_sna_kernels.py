@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import numpy as np
 import pytest
@@ -114,7 +115,9 @@ def _assert_close(ref, got, rtol):
     for r, g in zip(ref, got, strict=True):
         for key in ("energy", "energies", "forces", "stress", "stresses"):
             a, b = np.asarray(r[key]), np.asarray(g[key])
-            scale = max(np.abs(a).max(), 1e-300)
+            # the total energy may be a near-cancelling sum: scale by sum |E_i|
+            scale = np.abs(r["energies"]).sum() if key == "energy" else np.abs(a).max()
+            scale = max(scale, 1e-300)
             err = np.abs(a - b).max() / scale
             assert err <= rtol, f"{key}: relative difference {err:.2e} > {rtol:.0e}"
 
@@ -122,7 +125,7 @@ def _assert_close(ref, got, rtol):
 @pytest.mark.parametrize("kind", ["linear", "quadratic", "nn"])
 @pytest.mark.parametrize("name", sorted(DESCRIPTORS))
 def test_compiled_equals_torch_float64(name, kind):
-    rng = np.random.default_rng(abs(hash((name, kind))) % 2**32)
+    rng = np.random.default_rng(zlib.crc32(f"{name}/{kind}".encode()))
     if name == "2J=10" and kind != "linear":
         pytest.skip("2J=10 is covered by the linear model (the kernel is the same)")
     desc = Bispectrum(**DESCRIPTORS[name])

