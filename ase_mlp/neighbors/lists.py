@@ -401,10 +401,22 @@ def _candidates(x, m, pbc, radius):
 # exact filter and order (shared with the Verlet list)
 
 
+#: edges per block in :func:`_edge_lengths` (bounds its temporaries to a few MB)
+_LENGTH_BLOCK = 1 << 16
+
+
 def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
-    """``|x[j] - x[i] + s @ cell|`` for every edge."""
-    r = np.take(x, j, axis=0) - np.take(x, i, axis=0) + s.astype(np.float64) @ cell
-    return np.sqrt(np.einsum("ij,ij->i", r, r))
+    """``|x[j] - x[i] + s @ cell|`` for every edge, in blocks (no (E, 3) temporaries
+    of the whole list: the candidate lists of a Verlet skin hold millions of edges)."""
+    n = len(i)
+    d = np.empty(n)
+    for a in range(0, n, _LENGTH_BLOCK):
+        b = min(a + _LENGTH_BLOCK, n)
+        r = np.take(x, j[a:b], axis=0)
+        r -= np.take(x, i[a:b], axis=0)
+        r += s[a:b].astype(np.float64) @ cell
+        d[a:b] = np.sqrt(np.einsum("ij,ij->i", r, r))
+    return d
 
 
 def _keep(d, i, j, s, cutoff, pcm, species) -> np.ndarray:

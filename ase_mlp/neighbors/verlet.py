@@ -101,7 +101,11 @@ class VerletNeighborList:
         self._m = m
         self._m_inv = np.linalg.inv(m)
         self._species = None if species is None else species.copy()
-        self._i, self._j, self._s = i, j, s
+        # stored compactly (the skin list is 2-3x the final one): int32 atom indices
+        # and shifts; get() returns int64 like neighbor_list
+        small = len(x) < 2**31 - 1 and (len(s) == 0 or np.abs(s).max() < 2**31 - 1)
+        idx = np.int32 if small else np.int64
+        self._i, self._j, self._s = i.astype(idx), j.astype(idx), s.astype(idx)
         self._built = True
         self.n_builds += 1
 
@@ -208,7 +212,8 @@ class VerletNeighborList:
             s = s + np.take(k, i, axis=0) - np.take(k, j, axis=0)
         d = _edge_lengths(x, cell, i, j, s)
         keep = np.flatnonzero(_keep(d, i, j, s, self._radius, self.pair_cutoffs, self._species))
-        i, j, s = np.take(i, keep), np.take(j, keep), np.take(s, keep, axis=0)
+        i, j, s = (np.take(i, keep).astype(np.int64), np.take(j, keep).astype(np.int64),
+                   np.take(s, keep, axis=0).astype(np.int64))
         if moved:
             i, j, s = _sort(i, j, s, len(x))
         return i, j, s
