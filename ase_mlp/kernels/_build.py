@@ -32,7 +32,7 @@ SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: flags of the CPU build (portable: no -march=native, so a cache on a shared home
 #: directory works on every node of a cluster)
 CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 
 class KernelUnavailable(RuntimeError):
@@ -117,6 +117,11 @@ def _load(path: pathlib.Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+    lib.ase_mlp_small_neighbors.restype = ctypes.c_int64
+    lib.ase_mlp_small_neighbors.argtypes = (
+        [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_double, ctypes.c_void_p,
+                                                    ctypes.c_void_p, ctypes.c_int64,
+                                                    ctypes.c_int64] + [ctypes.c_void_p] * 3)
     for name in ("ase_mlp_assemble_f64", "ase_mlp_assemble_f32"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <thread>
 #include <vector>
 
@@ -104,9 +105,79 @@ void assemble(const T* vectors, const T* grad, const int64_t* centre, const int6
   }
 }
 
+// All pairs of a small structure closer than the (pair) cutoff, by brute force over
+// atom pairs and the lattice images that can reach: for every ordered pair (i, j) the
+// shifts along periodic axis k satisfy |f_k + s_k| h_k < rc (f the fractional
+// separation in the completed cell m, h_k the distance between the lattice planes).
+// Output in (i, j, S) lexicographic order, as ase_mlp.neighbors.neighbor_list sorts.
+// Returns the number of pairs; with capacity < count only counts.
+int64_t small_pairs(int64_t n, const double* x, const double* cell, const double* minv,
+                    const double* faces, const int8_t* pbc, double cutoff,
+                    const int64_t* species, const double* pcm, int64_t n_species,
+                    int64_t capacity, int64_t* oi, int64_t* oj, int64_t* os) {
+  int64_t count = 0;
+  const bool write = capacity >= 0;
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < n; ++j) {
+      double rc = cutoff;
+      if (pcm) rc = pcm[species[i] * n_species + species[j]];
+      if (!(rc > 0.0)) continue;
+      const double dx[3] = {x[3 * j] - x[3 * i], x[3 * j + 1] - x[3 * i + 1],
+                            x[3 * j + 2] - x[3 * i + 2]};
+      int64_t lo[3], hi[3];
+      for (int k = 0; k < 3; ++k) {
+        if (!pbc[k]) {
+          lo[k] = hi[k] = 0;
+          continue;
+        }
+        const double f = dx[0] * minv[k] + dx[1] * minv[3 + k] + dx[2] * minv[6 + k];
+        const double reach = rc / faces[k] * (1.0 + 1e-9) + 1e-9;
+        lo[k] = (int64_t)std::ceil(-f - reach);
+        hi[k] = (int64_t)std::floor(-f + reach);
+      }
+      const double rc2 = rc * rc;
+      for (int64_t a = lo[0]; a <= hi[0]; ++a) {
+        for (int64_t b = lo[1]; b <= hi[1]; ++b) {
+          for (int64_t c = lo[2]; c <= hi[2]; ++c) {
+            if (i == j && a == 0 && b == 0 && c == 0) continue;
+            double r2 = 0.0;
+            for (int k = 0; k < 3; ++k) {
+              const double off = (double)a * cell[k] + (double)b * cell[3 + k] +
+                                 (double)c * cell[6 + k];
+              const double r = dx[k] + off;
+              r2 += r * r;
+            }
+            if (!(std::sqrt(r2) < rc)) continue;
+            if (write && count < capacity) {
+              oi[count] = i;
+              oj[count] = j;
+              os[3 * count] = a;
+              os[3 * count + 1] = b;
+              os[3 * count + 2] = c;
+            }
+            ++count;
+          }
+        }
+      }
+    }
+  }
+  return count;
+}
+
 }  // namespace
 
 extern "C" {
+
+// Neighbour pairs of a small structure (see small_pairs): call with capacity -1 to
+// count, then with arrays of that capacity to fill.
+int64_t ase_mlp_small_neighbors(int64_t n, const double* x, const double* cell,
+                                const double* minv, const double* faces, const int8_t* pbc,
+                                double cutoff, const int64_t* species, const double* pcm,
+                                int64_t n_species, int64_t capacity, int64_t* oi, int64_t* oj,
+                                int64_t* os) {
+  return small_pairs(n, x, cell, minv, faces, pbc, cutoff, species, pcm, n_species, capacity,
+                     oi, oj, os);
+}
 
 // forces (n, 3) and atom_virial (n, 9) must be zero-initialised (either may be null);
 // only the upper triangle of each atom virial is written (the caller mirrors it).
@@ -134,7 +205,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 3; }
+int64_t ase_mlp_sna_abi_version() { return 4; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"
