@@ -312,6 +312,7 @@ class Bispectrum(torch.nn.Module):
         atom_chunk: int | None = None,
         edge_chunk: int | None = None,
         linear: torch.Tensor | None = None,
+        network=None,
     ):
         """Per-atom energies and ``dE/dr_ij`` for a model ``E_i = f(B_i)``.
 
@@ -324,6 +325,9 @@ class Bispectrum(torch.nn.Module):
         ``linear`` (n_elements, 1 + n_descriptors), optional: the coefficients of a
         linear model ``E_i = beta_0 + beta . B_i``; the compiled kernels then run
         descriptors, energies and gradients in one pass (``energy_fn`` is not called).
+        ``network``, optional: a callable ``(dtype, device) -> packed networks or None``
+        (:func:`ase_mlp.kernels.sna.pack_network`) with which the compiled kernels run an
+        NN-SNAP in one pass too; ``energy_fn`` is the fallback.
 
         On the CPU the compiled kernels (:mod:`ase_mlp.kernels`) run this unless
         ``kernel_settings(backend="torch")`` is in force, no compiler is available, or
@@ -332,7 +336,8 @@ class Bispectrum(torch.nn.Module):
         if self._use_compiled(vectors, linear):
             from ase_mlp.kernels import sna
 
-            out = sna.evaluate(self, graph, vectors, energy_fn, need_gradient, linear)
+            packed = None if network is None else network(vectors.dtype, vectors.device)
+            out = sna.evaluate(self, graph, vectors, energy_fn, need_gradient, linear, packed)
             if out is not None:  # None: dE/dB carries autograd history, use torch below
                 return out
         ctx = self._prepare(graph, vectors, edge_chunk)

@@ -81,6 +81,7 @@ class DeviceTables:
         self.struct = s
         self.device_struct = _struct_on_device(s, device)
         self.workspace = workspace_size(host_tables.struct)
+        self.K = int(host_tables.K)
 
 
 def _struct_on_device(struct, device) -> torch.Tensor:
@@ -89,7 +90,8 @@ def _struct_on_device(struct, device) -> torch.Tensor:
 
 
 def run(kind: int, host_tables, call, dtype, device) -> None:
-    """Launch kernel ``kind`` (0 fused linear, 1 descriptors, 2 gradients) on ``device``."""
+    """Launch kernel ``kind`` (0 fused linear, 1 descriptors, 2 gradients, 4 fused
+    NN-SNAP) on ``device``."""
     cupy = _cupy()
     index = device.index if device.index is not None else torch.cuda.current_device()
     cache = host_tables.__dict__.setdefault("_device", {})
@@ -97,20 +99,25 @@ def run(kind: int, host_tables, call, dtype, device) -> None:
     if dt is None:
         dt = cache[index] = DeviceTables(host_tables, device)
     suffix = "f64" if dtype == torch.float64 else "f32"
-    name = ("ase_mlp_sna_fused_", "ase_mlp_sna_descriptors_", "ase_mlp_sna_gradient_")[kind]
+    names = {0: "ase_mlp_sna_fused_", 1: "ase_mlp_sna_descriptors_",
+             2: "ase_mlp_sna_gradient_", 4: "ase_mlp_sna_nn_"}
+    if kind not in names:
+        raise ValueError(f"no GPU version of kernel {kind}")
+    name = names[kind]
     kern = module(index).get_function(name + suffix)
     n = int(call.n_atoms)
     if n == 0:
         return
     threads = min(n, MAX_THREADS)
     blocks = (threads + BLOCK - 1) // BLOCK
-    scratch = torch.empty(blocks * BLOCK * dt.workspace, dtype=dtype, device=device)
+    ws = dt.workspace + (2 * int(call.nn_width) + dt.K if kind == 4 else 0)
+    scratch = torch.empty(blocks * BLOCK * ws, dtype=dtype, device=device)
     call_dev = _struct_on_device(call, device)
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)
     with cupy.cuda.Device(index), stream:
         kern((blocks,), (BLOCK,), (np.uint64(dt.device_struct.data_ptr()),
                                    np.uint64(call_dev.data_ptr()),
-                                   np.uint64(scratch.data_ptr()), np.int64(dt.workspace)))
+                                   np.uint64(scratch.data_ptr()), np.int64(ws)))
     # keep the argument buffers alive until the kernel has run on the stream
     call_dev.record_stream(torch.cuda.current_stream(device))
     scratch.record_stream(torch.cuda.current_stream(device))

@@ -35,7 +35,9 @@ class _Call(ctypes.Structure):
     _fields_ = [(n, P) for n in (
         "vectors", "neighbor", "offsets", "species", "pair_rcut", "elem_weight", "elem_sinner",
         "elem_dinner", "coeff", "dedb", "uhalf", "energies", "descriptors", "edge_grad",
-        "jacobian")] + [("n_atoms", I64), ("n_edges", I64), ("n_elements", I64)]
+        "jacobian", "nn_params", "nn_sizes", "nn_acts")] + [
+            (n, I64) for n in ("n_atoms", "n_edges", "n_elements", "nn_layers", "nn_stride",
+                               "nn_width")]
 
 
 class CompiledTables:
@@ -163,7 +165,30 @@ def _unsort(x, order):
     return x if order is None else torch.empty_like(x).index_copy_(0, order, x)
 
 
-def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=None):
+_ACT_CODES = {"linear": 0, "tanh": 1, "sigmoid": 2, "relu": 3}
+
+
+def pack_network(model, dtype, device):
+    """The per-element networks of an NN-SNAP model as the flat arrays of ``SnaCall``
+    (mean, std, then W and b of every layer, per element); None when an activation has
+    no kernel version."""
+    if any(a not in _ACT_CODES for a in model.activations):
+        return None
+    rows = []
+    for e, layers in enumerate(model.networks):
+        parts = [model.mean[e], model.std[e]]
+        for lin in layers:
+            parts += [lin.weight.reshape(-1), lin.bias.reshape(-1)]
+        rows.append(torch.cat([p.detach().to(device=device, dtype=dtype) for p in parts]))
+    params = torch.stack(rows).contiguous()
+    sizes = [model.descriptor.n_descriptors] + list(model.hidden) + [1]
+    return (params, torch.tensor(sizes, dtype=torch.int64, device=device),
+            torch.tensor([_ACT_CODES[a] for a in model.activations], dtype=torch.int64,
+                         device=device))
+
+
+def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=None,
+             network=None):
     """Per-atom energies and edge gradients ``dE/dr_ij`` by the compiled kernels.
 
     Works on every edge of ``graph`` (the kernels test the pair cutoffs themselves, so
@@ -180,7 +205,15 @@ def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=
     grad = torch.empty((graph.n_edges, 3), dtype=dtype, device=device) \
         if need_gradient else None
     K = tables.K
-    if linear is not None:
+    if network is not None:
+        params, sizes, acts = network
+        energies = torch.empty(n_atoms, dtype=dtype, device=device)
+        call.nn_params, call.nn_sizes, call.nn_acts = _ptr(params), _ptr(sizes), _ptr(acts)
+        call.nn_layers, call.nn_stride = int(acts.shape[0]), int(params.shape[1])
+        call.nn_width = int(sizes.sum())
+        call.energies, call.edge_grad = _ptr(energies), _ptr(grad)
+        _run(4, tables, call, dtype, threads, device)
+    elif linear is not None:
         coeff = linear.detach().to(dtype=dtype, device=device).contiguous()
         if coeff.shape != (len(descriptor.elements), 1 + K):
             raise ValueError(f"linear coefficients of shape {tuple(coeff.shape)}, expected "

@@ -81,7 +81,12 @@ struct SnaCall {
   T* descriptors;          // (n_atoms, K) or null
   T* edge_grad;            // (E, 3) dE/dr_ij or null
   T* jacobian;             // (E, K, 3) dB_ik/dr_ij (descriptor Jacobian) or null
+  const T* nn_params;      // NN-SNAP per element: mean (K), std (K), then W (out x in)
+                           // and b (out) of every layer; nn_stride values per element
+  const int64_t* nn_sizes; // (nn_layers + 1) widths, K first, 1 last
+  const int64_t* nn_acts;  // (nn_layers) 0 linear, 1 tanh, 2 sigmoid, 3 relu
   int64_t n_atoms, n_edges, n_elements;
+  int64_t nn_layers, nn_stride, nn_width;  // nn_width: sum of the widths
 };
 
 // Complex entries stored for one edge's recursion: every layer j keeps rows
@@ -771,4 +776,93 @@ SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
       out[3 * k + 2] = g.sfac * d2 + k2 * unit[2];
     }
   }
+}
+
+// ---- NN-SNAP fused: the per-element network evaluated inside the kernel --------
+
+SNA_HD int64_t sna_nn_workspace_size(const SnaTables& t, int64_t nn_width) {
+  return sna_workspace_size(t) + 2 * nn_width + t.K;
+}
+
+// E_i = NN((B - mean) / std) and dE/dB (into dedb, length K) for one atom.
+template <typename T>
+SNA_HD T sna_nn_atom(const SnaCall<T>& c, int64_t species, int64_t K, const T* B, T* act,
+                     T* grad, T* dedb) {
+  const T* p = c.nn_params + species * c.nn_stride;
+  const T* mean = p;
+  const T* stdv = p + K;
+  p += 2 * K;
+  // forward: act holds the outputs of every layer, back to back (input first)
+  T* h = act;
+  for (int64_t k = 0; k < K; ++k) h[k] = (B[k] - mean[k]) / stdv[k];
+  const T* W = p;
+  for (int64_t l = 0; l < c.nn_layers; ++l) {
+    const int64_t nin = c.nn_sizes[l], nout = c.nn_sizes[l + 1];
+    const T* b = W + nin * nout;
+    T* out = h + nin;
+    for (int64_t o = 0; o < nout; ++o) {
+      T z = b[o];
+      const T* w = W + o * nin;
+      for (int64_t q = 0; q < nin; ++q) z += w[q] * h[q];
+      switch (c.nn_acts[l]) {
+        case 1: z = tanh(z); break;
+        case 2: z = (T)1 / ((T)1 + exp(-z)); break;
+        case 3: z = z > (T)0 ? z : (T)0; break;
+        default: break;
+      }
+      out[o] = z;
+    }
+    h = out;
+    W = b + nout;
+  }
+  const T energy = h[0];
+  // backward: grad (same layout as act) holds dE/d(layer output)
+  int64_t off = 0;
+  for (int64_t l = 0; l < c.nn_layers; ++l) off += c.nn_sizes[l];
+  for (int64_t l = c.nn_layers - 1; l >= 0; --l) {
+    const int64_t nin = c.nn_sizes[l], nout = c.nn_sizes[l + 1];
+    // W of layer l
+    const T* Wl = p;
+    for (int64_t m = 0; m < l; ++m) Wl += c.nn_sizes[m + 1] * (c.nn_sizes[m] + 1);
+    const T* y = act + off;          // outputs of layer l
+    T* gy = grad + off;
+    if (l == c.nn_layers - 1) gy[0] = (T)1;
+    const int64_t in_off = off - nin;
+    T* gx = grad + in_off;
+    for (int64_t q = 0; q < nin; ++q) gx[q] = (T)0;
+    for (int64_t o = 0; o < nout; ++o) {
+      T gz = gy[o];
+      switch (c.nn_acts[l]) {
+        case 1: gz *= (T)1 - y[o] * y[o]; break;
+        case 2: gz *= y[o] * ((T)1 - y[o]); break;
+        case 3: gz = y[o] > (T)0 ? gz : (T)0; break;
+        default: break;
+      }
+      const T* w = Wl + o * nin;
+      for (int64_t q = 0; q < nin; ++q) gx[q] += gz * w[q];
+    }
+    off = in_off;
+  }
+  for (int64_t k = 0; k < K; ++k) dedb[k] = grad[k] / stdv[k];
+  return energy;
+}
+
+// NN-SNAP in one pass: energies and edge gradients.
+template <typename T>
+SNA_HD void sna_fused_nn_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
+  SnaWork<T> w = sna_work(t, ws);
+  T* act = ws + sna_workspace_size(t);
+  T* grad = act + c.nn_width;
+  T* dedb = grad + c.nn_width;
+  const int64_t sp = c.species[i];
+  sna_atom_densities(t, c, i, w, w.uhalf);
+  T* B = w.vecK;
+  sna_atom_bispectrum(t, w, w.uhalf, sp, B);
+  const T e = sna_nn_atom(c, sp, t.K, B, act, grad, dedb);
+  if (c.energies) c.energies[i] = e;
+  if (c.descriptors)
+    for (int64_t k = 0; k < t.K; ++k) c.descriptors[i * t.K + k] = B[k];
+  if (!c.edge_grad) return;
+  sna_atom_z_adjoint(t, w, w.uhalf, sp, dedb, (T*)0);
+  sna_atom_edge_grads(t, c, i, w);
 }

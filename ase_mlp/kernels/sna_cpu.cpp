@@ -45,7 +45,9 @@ void parallel_atoms(int64_t n, int threads, int64_t chunk, int64_t ws_size, F bo
 
 template <typename T>
 int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
-  const int64_t n_ws = kind == 3 ? sna_jacobian_workspace_size(*t) : sna_workspace_size(*t);
+  const int64_t n_ws = kind == 3   ? sna_jacobian_workspace_size(*t)
+                       : kind == 4 ? sna_nn_workspace_size(*t, c->nn_width)
+                                   : sna_workspace_size(*t);
   const int64_t ws = (n_ws * (int64_t)sizeof(T) + 7) / 8;
   const int64_t chunk = 4;
   switch (kind) {
@@ -67,6 +69,11 @@ int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
     case 3:
       parallel_atoms(c->n_atoms, threads, 1, ws, [&](int64_t i, double* w) {
         sna_jacobian_atom<T>(*t, *c, i, (T*)w);
+      });
+      return 0;
+    case 4:
+      parallel_atoms(c->n_atoms, threads, chunk, ws, [&](int64_t i, double* w) {
+        sna_fused_nn_atom<T>(*t, *c, i, (T*)w);
       });
       return 0;
   }
@@ -196,7 +203,7 @@ int ase_mlp_assemble_f32(const float* vectors, const float* grad, const int64_t*
 }
 
 // kind: 0 fused linear, 1 descriptors (pass 1), 2 edge gradients (pass 2),
-// 3 descriptors and their Jacobian (fitting).
+// 3 descriptors and their Jacobian (fitting), 4 fused NN-SNAP.
 int ase_mlp_sna_f64(int kind, const SnaTables* t, const SnaCall<double>* c, int threads) {
   return run<double>(kind, t, c, threads);
 }
@@ -205,7 +212,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 4; }
+int64_t ase_mlp_sna_abi_version() { return 5; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

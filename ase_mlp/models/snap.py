@@ -215,6 +215,22 @@ class NNSNAP(_SNAPBase):
             lin.weight.copy_(w)
             lin.bias.copy_(b)
 
+    def compute(self, graph, vectors, need_gradient):
+        def fn(B, species):
+            return self.atom_energy(B, species, need_gradient)
+
+        return self.descriptor.evaluate(graph, vectors, fn, need_gradient,
+                                        network=self._packed_network)
+
+    def _packed_network(self, dtype, device):
+        """The networks for the compiled kernels (one pass, no torch ops), or None when
+        autograd must see the parameters (training with grad enabled)."""
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.parameters()):
+            return None
+        from ase_mlp.kernels.sna import pack_network
+
+        return pack_network(self, dtype, device)
+
     def _net(self, e: int, x: torch.Tensor) -> torch.Tensor:
         for lin, act in zip(self.networks[e], self.activations, strict=False):
             x = _ACTIVATIONS[act](torch.nn.functional.linear(
