@@ -277,3 +277,22 @@ def assemble(graph, vectors, edge_grad, forces: bool, stress: bool):
     return f, w
 
 
+
+
+def edge_vectors(graph, positions):
+    """``r_ij = x_j - x_i + S_ij @ cell`` by one serial C loop (no BLAS call, whose
+    threads contend with other processes on shared cores, no per-edge cell copies)."""
+    lib = library()
+    dtype = positions.dtype
+    fn = lib.ase_mlp_edge_vectors_f64 if dtype == torch.float64 \
+        else lib.ase_mlp_edge_vectors_f32
+    ei = graph.edge_index
+    centre, neighbor = ei[0].contiguous(), ei[1].contiguous()
+    x = positions.contiguous()
+    cells = graph.cells.to(dtype).contiguous()
+    shifts = graph.shifts.to(dtype).contiguous()
+    system = graph.system.contiguous() if graph.n_systems > 1 else None
+    out = torch.empty((graph.n_edges, 3), dtype=dtype)
+    fn(graph.n_edges, _ptr(x), _ptr(cells), _ptr(shifts), _ptr(centre), _ptr(neighbor),
+       _ptr(system), _ptr(out))
+    return out

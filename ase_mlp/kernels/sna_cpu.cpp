@@ -171,9 +171,39 @@ int64_t small_pairs(int64_t n, const double* x, const double* cell, const double
   return count;
 }
 
+// r_ij = x_j - x_i + S_ij @ cell[system[i]] for every edge (serial: a few flops each).
+template <typename T>
+void edge_vectors(int64_t n_edges, const T* x, const T* cells, const T* shifts,
+                  const int64_t* centre, const int64_t* neighbor, const int64_t* system,
+                  T* out) {
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const int64_t i = centre[e], j = neighbor[e];
+    const T* c = cells + 9 * (system ? system[i] : 0);
+    const T* s = shifts + 3 * e;
+    for (int d = 0; d < 3; ++d)
+      out[3 * e + d] = (x[3 * j + d] - x[3 * i + d]) +
+                       (s[0] * c[d] + s[1] * c[3 + d] + s[2] * c[6 + d]);
+  }
+}
+
 }  // namespace
 
 extern "C" {
+
+// system may be null (one structure)
+int ase_mlp_edge_vectors_f64(int64_t n_edges, const double* x, const double* cells,
+                             const double* shifts, const int64_t* centre,
+                             const int64_t* neighbor, const int64_t* system, double* out) {
+  edge_vectors<double>(n_edges, x, cells, shifts, centre, neighbor, system, out);
+  return 0;
+}
+
+int ase_mlp_edge_vectors_f32(int64_t n_edges, const float* x, const float* cells,
+                             const float* shifts, const int64_t* centre,
+                             const int64_t* neighbor, const int64_t* system, float* out) {
+  edge_vectors<float>(n_edges, x, cells, shifts, centre, neighbor, system, out);
+  return 0;
+}
 
 // Neighbour pairs of a small structure (see small_pairs): call with capacity -1 to
 // count, then with arrays of that capacity to fill.
@@ -212,7 +242,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 5; }
+int64_t ase_mlp_sna_abi_version() { return 6; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

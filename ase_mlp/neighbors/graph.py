@@ -53,6 +53,10 @@ class Graph:
         i, j = self.edge_index
         if self.n_edges == 0:
             return pos.new_zeros((0, 3))
+        if _compiled_vectors(pos, self):
+            from ase_mlp.kernels import sna
+
+            return sna.edge_vectors(self, pos)
         if self.n_systems == 1:  # no per-edge copy of the cell (9 floats per edge)
             offset = self.shifts @ self.cells[0]
         else:
@@ -71,6 +75,22 @@ class Graph:
                     v = v.to(device=device)
             out[f.name] = v
         return Graph(**out)
+
+
+def _compiled_vectors(pos: torch.Tensor, graph: Graph) -> bool:
+    """CPU, no autograd through the positions or the cell, compiled kernels usable."""
+    if pos.device.type != "cpu" or pos.dtype not in (torch.float64, torch.float32):
+        return False
+    if torch.is_grad_enabled() and (pos.requires_grad or graph.cells.requires_grad
+                                    or graph.shifts.requires_grad):
+        return False
+    if graph.edge_index.dtype != torch.int64 or graph.system.dtype != torch.int64:
+        return False
+    from ase_mlp import kernels
+
+    if kernels.current_settings().backend == "torch":
+        return False
+    return kernels.available()
 
 
 def graph_from_neighbors(
