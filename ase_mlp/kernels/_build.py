@@ -32,7 +32,7 @@ SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: flags of the CPU build (portable: no -march=native, so a cache on a shared home
 #: directory works on every node of a cluster)
 CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
-ABI_VERSION = 6
+ABI_VERSION = 7
 
 
 class KernelUnavailable(RuntimeError):
@@ -126,6 +126,11 @@ def _load(path: pathlib.Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 7
+    for name in ("ase_mlp_zbl_f64", "ase_mlp_zbl_f32"):
+        fn = getattr(lib, name)
+        fn.restype = ctypes.c_int
+        fn.argtypes = ([ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64]
+                       + [ctypes.c_void_p] * 2 + [ctypes.c_double] * 2 + [ctypes.c_void_p] * 2)
     for name in ("ase_mlp_assemble_f64", "ase_mlp_assemble_f32"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int

@@ -296,3 +296,28 @@ def edge_vectors(graph, positions):
     fn(graph.n_edges, _ptr(x), _ptr(cells), _ptr(shifts), _ptr(centre), _ptr(neighbor),
        _ptr(system), _ptr(out))
     return out
+
+
+def zbl(model, graph, vectors, need_gradient: bool):
+    """Per-atom energies and edge gradients of a :class:`~ase_mlp.models.ZBL` model by
+    one serial C loop over the edges."""
+    lib = library()
+    dtype = vectors.dtype
+    fn = lib.ase_mlp_zbl_f64 if dtype == torch.float64 else lib.ase_mlp_zbl_f32
+    table = model.__dict__.get("_c_table")
+    if table is None:
+        t = model._tables_np
+        table = np.ascontiguousarray(np.concatenate(
+            [t["d"], t["zze"][..., None], t["sw"]], axis=2), dtype=np.float64)
+        model.__dict__["_c_table"] = table
+    c = np.ascontiguousarray(model._tables_np["c"], dtype=np.float64)
+    ei = graph.edge_index
+    centre, neighbor = ei[0].contiguous(), ei[1].contiguous()
+    v = vectors.contiguous()
+    species = graph.species.contiguous()
+    energies = torch.zeros(graph.n_atoms, dtype=dtype)
+    grad = torch.empty((graph.n_edges, 3), dtype=dtype) if need_gradient else None
+    fn(graph.n_edges, _ptr(v), _ptr(centre), _ptr(neighbor), _ptr(species),
+       len(model.elements), table.ctypes.data, c.ctypes.data, float(model.inner),
+       float(model.outer), _ptr(energies), _ptr(grad))
+    return energies, grad

@@ -186,9 +186,67 @@ void edge_vectors(int64_t n_edges, const T* x, const T* cells, const T* shifts,
   }
 }
 
+// ZBL (LAMMPS pair_style zbl) over a full edge list: half the pair energy to the
+// centre atom, dE/dr_ij = E'(r)/2 r_ij / r. table: per species pair d[4], zze,
+// sw1..sw5 (10 values); c: the 4 universal coefficients. Serial over edges.
+template <typename T>
+void zbl(int64_t n_edges, const T* vectors, const int64_t* centre, const int64_t* neighbor,
+         const int64_t* species, int64_t n_elements, const double* table, const double* c,
+         double inner, double outer, T* energies, T* grad) {
+  const T out2 = (T)outer * (T)outer;
+  for (int64_t e = 0; e < n_edges; ++e) {
+    const T* v = vectors + 3 * e;
+    const T rsq = v[0] * v[0] + v[1] * v[1] + v[2] * v[2];
+    if (grad) grad[3 * e] = grad[3 * e + 1] = grad[3 * e + 2] = (T)0;
+    if (!(rsq < out2 && rsq > (T)1e-20)) continue;
+    const int64_t i = centre[e];
+    const double* p = table + 10 * (species[i] * n_elements + species[neighbor[e]]);
+    const T r = std::sqrt(rsq);
+    const T rinv = (T)1 / r;
+    T sm = (T)0, sp = (T)0;
+    for (int k = 0; k < 4; ++k) {
+      const T ex = std::exp(-(T)p[k] * r);
+      sm += (T)c[k] * ex;
+      sp -= (T)c[k] * (T)p[k] * ex;
+    }
+    T x = r - (T)inner;
+    if (x < (T)0) x = (T)0;
+    const T x2 = x * x;
+    const T zze = (T)p[4];
+    const T energy = zze * sm * rinv + (T)p[9] + x2 * x * ((T)p[7] + (T)p[8] * x);
+    const T dedr = zze * (sp - sm * rinv) * rinv + x2 * ((T)p[5] + (T)p[6] * x);
+    energies[i] += (T)0.5 * energy;
+    if (grad) {
+      const T k = (T)0.5 * dedr * rinv;
+      grad[3 * e] = k * v[0];
+      grad[3 * e + 1] = k * v[1];
+      grad[3 * e + 2] = k * v[2];
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" {
+
+// energies (n_atoms) must be zero-initialised; grad (E, 3) may be null
+int ase_mlp_zbl_f64(int64_t n_edges, const double* vectors, const int64_t* centre,
+                    const int64_t* neighbor, const int64_t* species, int64_t n_elements,
+                    const double* table, const double* c, double inner, double outer,
+                    double* energies, double* grad) {
+  zbl<double>(n_edges, vectors, centre, neighbor, species, n_elements, table, c, inner, outer,
+              energies, grad);
+  return 0;
+}
+
+int ase_mlp_zbl_f32(int64_t n_edges, const float* vectors, const int64_t* centre,
+                    const int64_t* neighbor, const int64_t* species, int64_t n_elements,
+                    const double* table, const double* c, double inner, double outer,
+                    float* energies, float* grad) {
+  zbl<float>(n_edges, vectors, centre, neighbor, species, n_elements, table, c, inner, outer,
+             energies, grad);
+  return 0;
+}
 
 // system may be null (one structure)
 int ase_mlp_edge_vectors_f64(int64_t n_edges, const double* x, const double* cells,
@@ -242,7 +300,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 6; }
+int64_t ase_mlp_sna_abi_version() { return 7; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

@@ -219,6 +219,10 @@ class ZBL(Model):
         return energy, dedr
 
     def compute(self, graph, vectors, need_gradient):
+        if _compiled(vectors, graph):
+            from ase_mlp.kernels import sna
+
+            return sna.zbl(self, graph, vectors, need_gradient)
         cutoffs = torch.as_tensor(self.pair_cutoffs(), dtype=vectors.dtype, device=vectors.device)
         index, r = edges_within(graph, vectors, cutoffs)
         i, j = graph.edge_index
@@ -230,6 +234,21 @@ class ZBL(Model):
             grad = vectors.new_zeros(vectors.shape)
             grad = grad.index_copy(0, index, (0.5 * dedr / r).unsqueeze(1) * vectors[index])
         return energies, grad
+
+
+def _compiled(vectors, graph) -> bool:
+    """The compiled loop runs on the CPU, without autograd through the edge vectors."""
+    if vectors.device.type != "cpu" or vectors.dtype not in (torch.float64, torch.float32):
+        return False
+    if torch.is_grad_enabled() and vectors.requires_grad:
+        return False
+    if graph.edge_index.dtype != torch.int64 or graph.species.dtype != torch.int64:
+        return False
+    from ase_mlp import kernels
+
+    if kernels.current_settings().backend == "torch":
+        return False
+    return kernels.available()
 
 
 __all__ = ["ZBL", "zbl_pair_coefficients"]

@@ -363,3 +363,26 @@ def test_cache_build_is_used_and_checked(tmp_path):
     with pytest.raises(_build.KernelUnavailable, match="other kernel sources"):
         _build._load(other)
     assert _build._load(stale) is not None
+
+
+def test_zbl_and_edge_vectors_equal_torch():
+    """The compiled ZBL loop and edge vectors: close pairs inside ``inner``, in the
+    switching region and beyond ``outer``, two elements, a batch of triclinic cells."""
+    rng = np.random.default_rng(17)
+    model = ZBL(["Ta", "W"], inner=1.5, outer=2.9)
+    images = []
+    for k in range(3):
+        at = bulk("Ta", "bcc", a=2.4 + 0.2 * k, cubic=True).repeat((2, 2, 1 + k))
+        at.symbols[::2] = "W"
+        at.cell[2, 0] += 0.3
+        at.positions += rng.normal(scale=0.25, size=at.positions.shape)
+        images.append(at)
+    calc = MLPCalculator(model, device="cpu")
+    ref, got = _both(calc, images)
+    _assert_close(ref, got, 1e-13)
+    assert max(np.abs(r["forces"]).max() for r in ref) > 1.0  # the test is not vacuous
+    g = _graph(images, Bispectrum(["Ta", "W"], 2, 1.5, [1.0, 1.0]))
+    with kernel_settings(backend="torch"):
+        v0 = g.edge_vectors()
+    v1 = g.edge_vectors()
+    assert torch.allclose(v0, v1, rtol=0, atol=1e-14)
