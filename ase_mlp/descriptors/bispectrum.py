@@ -313,6 +313,7 @@ class Bispectrum(torch.nn.Module):
         edge_chunk: int | None = None,
         linear: torch.Tensor | None = None,
         network=None,
+        quadratic: torch.Tensor | None = None,
     ):
         """Per-atom energies and ``dE/dr_ij`` for a model ``E_i = f(B_i)``.
 
@@ -324,7 +325,10 @@ class Bispectrum(torch.nn.Module):
 
         ``linear`` (n_elements, 1 + n_descriptors), optional: the coefficients of a
         linear model ``E_i = beta_0 + beta . B_i``; the compiled kernels then run
-        descriptors, energies and gradients in one pass (``energy_fn`` is not called).
+        descriptors, energies and gradients in one pass (``energy_fn`` is not called);
+        with ``quadratic`` (n_elements, K, K) symmetric matrices, of a quadratic model
+        ``E_i = beta_0 + beta . B_i + B_i . A B_i / 2`` (then ``energy_fn`` is the torch
+        fallback).
         ``network``, optional: a callable ``(dtype, device) -> packed networks or None``
         (:func:`ase_mlp.kernels.sna.pack_network`) with which the compiled kernels run an
         NN-SNAP in one pass too; ``energy_fn`` is the fallback.
@@ -333,15 +337,16 @@ class Bispectrum(torch.nn.Module):
         ``kernel_settings(backend="torch")`` is in force, no compiler is available, or
         autograd must see through the descriptor (``vectors.requires_grad``).
         """
-        if self._use_compiled(vectors, linear):
+        if self._use_compiled(vectors, linear if quadratic is None else quadratic):
             from ase_mlp.kernels import sna
 
             packed = None if network is None else network(vectors.dtype, vectors.device)
-            out = sna.evaluate(self, graph, vectors, energy_fn, need_gradient, linear, packed)
+            out = sna.evaluate(self, graph, vectors, energy_fn, need_gradient, linear, packed,
+                               quadratic)
             if out is not None:  # None: dE/dB carries autograd history, use torch below
                 return out
         ctx = self._prepare(graph, vectors, edge_chunk)
-        if linear is not None:
+        if linear is not None and quadratic is None:
             def energy_fn(B, species, _c=linear):  # noqa: F811 - the linear model in torch
                 c = _c.to(B.dtype)[species]
                 return c[:, 0] + (B * c[:, 1:]).sum(1), c[:, 1:]

@@ -110,7 +110,7 @@ def run(kind: int, host_tables, call, dtype, device) -> None:
         return
     threads = min(n, MAX_THREADS)
     blocks = (threads + BLOCK - 1) // BLOCK
-    ws = dt.workspace + (2 * int(call.nn_width) + dt.K if kind == 4 else 0)
+    ws = dt.workspace + (2 * int(call.nn_width) + dt.K if kind == 4 else dt.K)
     scratch = torch.empty(blocks * BLOCK * ws, dtype=dtype, device=device)
     call_dev = _struct_on_device(call, device)
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)

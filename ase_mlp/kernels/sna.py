@@ -34,7 +34,7 @@ class _Tables(ctypes.Structure):
 class _Call(ctypes.Structure):
     _fields_ = [(n, P) for n in (
         "vectors", "neighbor", "offsets", "species", "pair_rcut", "elem_weight", "elem_sinner",
-        "elem_dinner", "coeff", "dedb", "uhalf", "energies", "descriptors", "edge_grad",
+        "elem_dinner", "coeff", "quad", "dedb", "uhalf", "energies", "descriptors", "edge_grad",
         "jacobian", "nn_params", "nn_sizes", "nn_acts")] + [
             (n, I64) for n in ("n_atoms", "n_edges", "n_elements", "nn_layers", "nn_stride",
                                "nn_width")]
@@ -188,7 +188,7 @@ def pack_network(model, dtype, device):
 
 
 def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=None,
-             network=None):
+             network=None, quadratic=None):
     """Per-atom energies and edge gradients ``dE/dr_ij`` by the compiled kernels.
 
     Works on every edge of ``graph`` (the kernels test the pair cutoffs themselves, so
@@ -220,6 +220,12 @@ def evaluate(descriptor, graph, vectors, energy_fn, need_gradient: bool, linear=
                              f"{(len(descriptor.elements), 1 + K)}")
         energies = torch.empty(n_atoms, dtype=dtype, device=device)
         call.coeff, call.energies, call.edge_grad = _ptr(coeff), _ptr(energies), _ptr(grad)
+        if quadratic is not None:
+            quad = quadratic.detach().to(dtype=dtype, device=device).contiguous()
+            if quad.shape != (len(descriptor.elements), K, K):
+                raise ValueError(f"quadratic matrices of shape {tuple(quad.shape)}, expected "
+                                 f"{(len(descriptor.elements), K, K)}")
+            call.quad = _ptr(quad)
         _run(0, tables, call, dtype, threads, device)
     else:
         B = torch.empty((n_atoms, K), dtype=dtype, device=device)

@@ -75,6 +75,7 @@ struct SnaCall {
   const T* elem_sinner;    // (n_elements) or null (switchinnerflag)
   const T* elem_dinner;    // (n_elements) or null
   const T* coeff;          // (n_elements, 1 + K) linear coefficients (fused mode) or null
+  const T* quad;           // (n_elements, K, K) symmetric quadratic matrices, or null
   const T* dedb;           // (n_atoms, K) dE/dB (two-pass mode) or null
   T* uhalf;                // (n_atoms, S, H, 2) densities kept between passes, or null
   T* energies;             // (n_atoms) or null
@@ -552,24 +553,46 @@ SNA_HD void sna_atom_edge_grads(const SnaTables& t, const SnaCall<T>& c, int64_t
 
 // ---- the per-index entry points the drivers loop over -------------------------
 
-// Linear SNAP in one pass: energies and (with edge_grad) edge gradients.
+// Linear (or, with c.quad, quadratic) SNAP in one pass: energies and (with edge_grad)
+// edge gradients. The workspace needs K extra values for the quadratic model.
 template <typename T>
 SNA_HD void sna_fused_linear_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i, T* ws) {
   SnaWork<T> w = sna_work(t, ws);
   sna_atom_densities(t, c, i, w, w.uhalf);
   const int64_t sp = c.species[i];
   T* B = w.vecK;
-  const T* beta = c.coeff + sp * (1 + t.K);
+  const int64_t K = t.K;
+  const T* beta = c.coeff + sp * (1 + K);
+  if (c.quad) {
+    // quadratic SNAP: E = beta_0 + beta.B + B.A.B / 2, dE/dB = beta + A.B (needs B first)
+    T* g = ws + sna_workspace_size(t);
+    sna_atom_bispectrum(t, w, w.uhalf, sp, B);
+    const T* A = c.quad + sp * K * K;
+    T e = beta[0];
+    for (int64_t k = 0; k < K; ++k) {
+      T ab = (T)0;
+      for (int64_t l = 0; l < K; ++l) ab += A[k * K + l] * B[l];
+      e += B[k] * (beta[1 + k] + (T)0.5 * ab);
+      g[k] = beta[1 + k] + ab;
+    }
+    if (c.energies) c.energies[i] = e;
+    if (c.descriptors)
+      for (int64_t k = 0; k < K; ++k) c.descriptors[i * K + k] = B[k];
+    if (!c.edge_grad) return;
+    sna_atom_z_adjoint(t, w, w.uhalf, sp, g, (T*)0);
+    sna_atom_edge_grads(t, c, i, w);
+    return;
+  }
   if (c.edge_grad) {
     sna_atom_z_adjoint(t, w, w.uhalf, sp, beta + 1, B);
   } else {
     sna_atom_bispectrum(t, w, w.uhalf, sp, B);
   }
   if (c.descriptors)
-    for (int64_t k = 0; k < t.K; ++k) c.descriptors[i * t.K + k] = B[k];
+    for (int64_t k = 0; k < K; ++k) c.descriptors[i * K + k] = B[k];
   if (c.energies) {
     T e = beta[0];
-    for (int64_t k = 0; k < t.K; ++k) e += beta[1 + k] * B[k];
+    for (int64_t k = 0; k < K; ++k) e += beta[1 + k] * B[k];
     c.energies[i] = e;
   }
   if (c.edge_grad) sna_atom_edge_grads(t, c, i, w);

@@ -47,7 +47,7 @@ template <typename T>
 int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
   const int64_t n_ws = kind == 3   ? sna_jacobian_workspace_size(*t)
                        : kind == 4 ? sna_nn_workspace_size(*t, c->nn_width)
-                                   : sna_workspace_size(*t);
+                                   : sna_workspace_size(*t) + t->K;
   const int64_t ws = (n_ws * (int64_t)sizeof(T) + 7) / 8;
   const int64_t chunk = 4;
   switch (kind) {
@@ -300,7 +300,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 7; }
+int64_t ase_mlp_sna_abi_version() { return 8; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

@@ -136,12 +136,29 @@ class QuadraticSNAP(_SNAPBase):
         A[:, self._iu[1], self._iu[0]] = c
         return A
 
+    def compute(self, graph, vectors, need_gradient):
+        def fn(B, species):
+            return self.atom_energy(B, species, need_gradient)
+
+        K = self.descriptor.n_descriptors
+        if torch.is_grad_enabled() and self.coefficients.requires_grad:
+            return self.descriptor.evaluate(graph, vectors, fn, need_gradient)
+        # the compiled kernels run the whole quadratic model in one pass
+        return self.descriptor.evaluate(graph, vectors, fn, need_gradient,
+                                        linear=self.coefficients[:, :1 + K],
+                                        quadratic=self.quadratic_matrix())
+
     def atom_energy(self, B, species, need_gradient):
         K = self.descriptor.n_descriptors
         c = self.coefficients.to(B.dtype)
         A = self.quadratic_matrix().to(B.dtype)
         ci = c[species]
-        AB = torch.bmm(A[species], B.unsqueeze(2)).squeeze(2)
+        # A B per element (A[species] would be an (n, K, K) copy)
+        AB = torch.zeros_like(B)
+        for el in range(len(self.elements)):
+            idx = torch.nonzero(species == el).squeeze(1)
+            if idx.numel():
+                AB[idx] = B.index_select(0, idx) @ A[el]
         e = ci[:, 0] + (B * ci[:, 1:1 + K]).sum(1) + 0.5 * (B * AB).sum(1)
         return e, (ci[:, 1:1 + K] + AB) if need_gradient else None
 
