@@ -115,6 +115,9 @@ class ResidentMD:
             if rng is None:
                 raise ValueError("Langevin needs rng= (numpy Generator or seed) for its noise")
         self.model = calc.model
+        # the calculator's kernel settings (threads, backend) apply to every step
+        self._kernel_threads = getattr(calc, "threads", None)
+        self._kernel_backend = getattr(calc, "backend", None)
         self.device, self.dtype = calc.device, calc.dtype
         self.dt = float(timestep)
         self.skin = float(skin)
@@ -216,7 +219,10 @@ class ResidentMD:
         if self._needs_rebuild():
             self._rebuild()
         self._graph.positions = self.positions
-        with torch.no_grad():
+        from ase_mlp.kernels import kernel_settings
+
+        with torch.no_grad(), kernel_settings(backend=self._kernel_backend,
+                                              threads=self._kernel_threads):
             out = self.model(self._graph, forces=True, stress=False)
         self.forces = out["forces"].to(self.dtype)
         self.energy = out["energy"].to(self.dtype)
