@@ -226,11 +226,11 @@ def _wrap(x: np.ndarray, m: np.ndarray, pbc: np.ndarray):
     its 32-bit cell indices against atoms many cells away, and does nothing
     (``k`` is None) in the usual case.
     """
-    frac = x @ np.linalg.inv(m)
+    frac = _rows_times(x, np.linalg.inv(m))
     if not pbc.any() or np.abs(frac[:, pbc]).max(initial=0.0) <= _WRAP_BEYOND:
         return x, None
     k = np.where(pbc, np.floor(frac), 0.0)
-    return np.ascontiguousarray(x - k @ m), k.astype(np.int64)
+    return np.ascontiguousarray(x - _rows_times(k, m)), k.astype(np.int64)
 
 
 def _faces(box: np.ndarray) -> np.ndarray:
@@ -406,6 +406,17 @@ def _candidates(x, m, pbc, radius):
 # exact filter and order (shared with the Verlet list)
 
 
+def _rows_times(a: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """``a @ m`` for an (n, 3) array and a 3x3 matrix without BLAS: OpenBLAS would start
+    (and spin) its threads for large ``n``, taking cycles from other processes and from
+    our own kernel threads on shared cores."""
+    a = np.asarray(a, dtype=np.float64)
+    out = a[:, 0, None] * m[0]
+    out += a[:, 1, None] * m[1]
+    out += a[:, 2, None] * m[2]
+    return out
+
+
 #: edges per block in :func:`_edge_lengths` (bounds its temporaries to a few MB)
 _LENGTH_BLOCK = 1 << 16
 
@@ -419,7 +430,7 @@ def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
         b = min(a + _LENGTH_BLOCK, n)
         r = np.take(x, j[a:b], axis=0)
         r -= np.take(x, i[a:b], axis=0)
-        r += s[a:b].astype(np.float64) @ cell
+        r += _rows_times(s[a:b], cell)
         d[a:b] = np.sqrt(np.einsum("ij,ij->i", r, r))
     return d
 

@@ -27,6 +27,7 @@ from ase_mlp.neighbors.lists import (
     _edge_lengths,
     _keep,
     _neighbor_list,
+    _rows_times,
     _sort,
 )
 
@@ -117,9 +118,9 @@ class VerletNeighborList:
         is (close to) the minimum-image displacement.
         """
         dx = x - self._x_ref
-        frac = dx @ self._m_inv
+        frac = _rows_times(dx, self._m_inv)
         k = np.where(self._pbc, np.round(frac), 0.0)
-        rest = dx - k @ self._m
+        rest = dx - _rows_times(k, self._m)
         if len(rest) == 0:
             return k.astype(np.int64), 0.0
         return k.astype(np.int64), float(np.sqrt(np.einsum("ij,ij->i", rest, rest).max()))
