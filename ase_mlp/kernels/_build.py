@@ -32,7 +32,7 @@ SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: flags of the CPU build (portable: no -march=native, so a cache on a shared home
 #: directory works on every node of a cluster)
 CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
-ABI_VERSION = 8
+ABI_VERSION = 9
 
 
 class KernelUnavailable(RuntimeError):

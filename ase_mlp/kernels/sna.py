@@ -13,6 +13,7 @@ import weakref
 import numpy as np
 import torch
 
+from ase_mlp.descriptors._sna_tables import bispectrum_triples, n_bispectrum
 from ase_mlp.kernels import current_settings, default_threads
 from ase_mlp.kernels._build import library
 
@@ -25,7 +26,7 @@ class _Tables(ctypes.Structure):
     _fields_ = [(n, P) for n in (
         "zoff", "zp1", "zp2", "zcoef", "bidx", "bz", "bq", "bw", "boff", "bzero", "triple_of_b",
         "full_from_half", "full_sign", "half_index", "half_partner", "half_sign", "half_diag",
-        "rootpq")] + [(n, I64) for n in (
+        "rootpq", "klayers", "layer_off")] + [(n, I64) for n in (
             "twojmax", "n_slots", "H", "U", "n_z", "K", "n_bs", "n_diag", "switchflag",
             "switchinnerflag", "bzeroflag", "chemflag", "wselfallflag")] + [
         ("rfac0", ctypes.c_double), ("rmin0", ctypes.c_double)]
@@ -75,6 +76,9 @@ class CompiledTables:
             "half_index": arr(t.half_index, i32), "half_partner": arr(partner, i32),
             "half_sign": arr(half_sign, np.float64), "half_diag": arr(t.half_diag, i32),
             "rootpq": arr(t.rootpq, np.float64),
+            "klayers": arr(np.tile(np.asarray(bispectrum_triples(d.twojmax)),
+                                   (t.n_b // n_bispectrum(d.twojmax), 1)), i32),
+            "layer_off": arr(np.concatenate([[0], np.cumsum(t.layer_sizes)]), i32),
         }
         if self._keep["rootpq"].shape != (d.twojmax + 2, d.twojmax + 2):
             raise RuntimeError("unexpected rootpq table shape")

@@ -56,6 +56,8 @@ struct SnaTables {
   const double* half_sign;       // (H) (-1)^(ma-mb); 0 marks a real centre entry
   const int32_t* half_diag;      // (n_diag) half-set positions of the diagonal entries
   const double* rootpq;          // (twojmax+2)^2 sqrt(p/q)
+  const int32_t* klayers;        // (K, 3) the (j1, j2, j) of every component
+  const int32_t* layer_off;      // (twojmax + 2) half-set offset of every layer j
   int64_t twojmax, n_slots, H, U, n_z, K, n_bs, n_diag;
   int64_t switchflag, switchinnerflag, bzeroflag, chemflag, wselfallflag;
   double rfac0, rmin0;
@@ -786,12 +788,19 @@ SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
     for (int64_t k = 0; k < K; ++k) {
       const T* Y = Yall + 2 * (k * S + slot) * H;
       T L = (T)0, d0 = (T)0, d1 = (T)0, d2 = (T)0;
-      for (int64_t q = 0; q < 2 * H; ++q) {
-        const T y = Y[q];
-        L += y * uo[q];
-        d0 += y * duo[q];
-        d1 += y * duo[2 * H + q];
-        d2 += y * duo[4 * H + q];
+      // dB_k/dU lives on the layers j1, j2, j of component k's triple only
+      const int32_t* jl = t.klayers + 3 * k;
+      for (int m = 0; m < 3; ++m) {
+        if ((m >= 1 && jl[m] == jl[0]) || (m == 2 && jl[2] == jl[1])) continue;
+        const int64_t q0 = 2 * (int64_t)t.layer_off[jl[m]];
+        const int64_t q1 = 2 * (int64_t)t.layer_off[jl[m] + 1];
+        for (int64_t q = q0; q < q1; ++q) {
+          const T y = Y[q];
+          L += y * uo[q];
+          d0 += y * duo[q];
+          d1 += y * duo[2 * H + q];
+          d2 += y * duo[4 * H + q];
+        }
       }
       const T k2 = L * g.dsfac;
       out[3 * k] = g.sfac * d0 + k2 * unit[0];

@@ -300,7 +300,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 8; }
+int64_t ase_mlp_sna_abi_version() { return 9; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"
