@@ -227,9 +227,13 @@ def _geometry(descriptor, frames, elements, dtype):
         idx = order[pos:pos + counts[k]]
         pos += counts[k]
         a, b = int(offsets[k]), int(offsets[k + 1])
+        if len(frames) == 1:  # no copies of the (largest) per-edge arrays
+            yield {"species": torch.as_tensor(species[k]), "B": B, "ei": ei, "ej": ej,
+                   "rij": rij, "J": J}
+            continue
+        # (advanced indexing copies: no clone needed)
         yield {"species": torch.as_tensor(species[k]), "B": B[a:b].clone(),
-               "ei": ei[idx] - a, "ej": ej[idx] - a, "rij": rij[idx].clone(),
-               "J": J[idx].clone()}
+               "ei": ei[idx] - a, "ej": ej[idx] - a, "rij": rij[idx], "J": J[idx]}
 
 
 # ----------------------------------------------------------------- batching

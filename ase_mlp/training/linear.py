@@ -67,8 +67,15 @@ def frame_columns(f: FrameFeatures, n_elements: int, quadratic: bool):
     f_rows[..., 1:] = F
     s_rows = None
     if f.volume > 0:
-        rg = f.rij.unsqueeze(1).unsqueeze(3) * DX.unsqueeze(2)  # (E, nX, 3, 3): r_a G_b
-        S = torch.zeros((ne, nX, 3, 3), dtype=X.dtype).index_add_(0, si, rg) / f.volume
+        # S[s, k, a, b] = sum over edges of centre species s of r_a G_kb, per species (an
+        # (E, nX, 3, 3) product of every edge would be the largest allocation of a fit)
+        S = torch.zeros((ne, nX, 3, 3), dtype=X.dtype)
+        for s_ in range(ne):
+            idx = torch.nonzero(si == s_).squeeze(1)
+            if idx.numel():
+                S[s_] = torch.einsum("ea,ekb->kab", f.rij.index_select(0, idx),
+                                     DX.index_select(0, idx))
+        S = S / f.volume
         S = 0.5 * (S + S.transpose(2, 3))
         voigt = torch.stack([S[..., 0, 0], S[..., 1, 1], S[..., 2, 2], S[..., 1, 2],
                              S[..., 0, 2], S[..., 0, 1]], dim=0)  # (6, ne, nX)
