@@ -390,9 +390,14 @@ def _candidates(x, m, pbc, radius):
         i, j, s = matscipy_neighbour_list(
             "ijS", positions=xw, cell=box, pbc=np.ones(3, dtype=bool), cutoff=float(search)
         )
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
-    s = np.asarray(s, dtype=np.int64).reshape(-1, 3)
+    # int32 indices and shifts while they fit (halves the largest arrays of a build);
+    # the public functions return int64
+    idx = np.int32 if len(x) < 2**31 - 1 else np.int64
+    i = np.asarray(i, dtype=idx)
+    j = np.asarray(j, dtype=idx)
+    s = np.asarray(s).reshape(-1, 3)
+    if s.dtype != np.int32 or (k is not None and np.abs(k).max(initial=0) > 2**20):
+        s = s.astype(np.int64)
     if len(open_dirs):
         real = ~s[:, open_dirs].any(axis=1)
         if not real.all():
@@ -449,7 +454,7 @@ def _keep(d, i, j, s, cutoff, pcm, species) -> np.ndarray:
 
 def _sort(i, j, s, n_atoms):
     """Sort edges by ``i``, then ``j``, then ``S`` (lexicographically)."""
-    key = i * max(n_atoms, 1) + j
+    key = i.astype(np.int64) * max(n_atoms, 1) + j
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     if len(key) > 1 and (sorted_key[1:] == sorted_key[:-1]).any():
@@ -588,7 +593,12 @@ def neighbor_list(positions, cell, pbc, cutoff, *, species=None, pair_cutoffs=No
         of zero volume, a non-positive or non-finite cutoff, or inconsistent
         ``species`` / ``pair_cutoffs``.
     """
-    return _neighbor_list(*_validated(positions, cell, pbc, cutoff, species, pair_cutoffs))
+    i, j, s = _neighbor_list(*_validated(positions, cell, pbc, cutoff, species, pair_cutoffs))
+    return _int64(i), _int64(j), _int64(s)
+
+
+def _int64(a: np.ndarray) -> np.ndarray:
+    return a if a.dtype == np.int64 else a.astype(np.int64)
 
 
 @dataclass
@@ -688,7 +698,7 @@ def batch_neighbor_list(systems, cutoff, *, species=None, pair_cutoffs=None) -> 
             )
         except ValueError as error:
             raise ValueError(f"system {k}: {error}") from None
-        i, j, s = _neighbor_list(*args)
+        i, j, s = (_int64(a) for a in _neighbor_list(*args))
         n_atoms = len(args[0])
         ii.append(i + offset)
         jj.append(j + offset)

@@ -106,7 +106,8 @@ class VerletNeighborList:
         # and shifts; get() returns int64 like neighbor_list
         small = len(x) < 2**31 - 1 and (len(s) == 0 or np.abs(s).max() < 2**31 - 1)
         idx = np.int32 if small else np.int64
-        self._i, self._j, self._s = i.astype(idx), j.astype(idx), s.astype(idx)
+        self._i, self._j = i.astype(idx, copy=False), j.astype(idx, copy=False)
+        self._s = s.astype(idx, copy=False)
         self._built = True
         self.n_builds += 1
 
