@@ -30,8 +30,10 @@ import tempfile
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: flags of the CPU build (portable: no -march=native, so a cache on a shared home
-#: directory works on every node of a cluster)
-CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno")
+#: directory works on every node of a cluster; -fopenmp-simd only enables the
+#: ``omp simd`` reductions of sna_core.h, no OpenMP runtime is linked)
+CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
+            "-fopenmp-simd", "-DSNA_OMP_SIMD")
 ABI_VERSION = 9
 
 
