@@ -386,3 +386,19 @@ def test_zbl_and_edge_vectors_equal_torch():
         v0 = g.edge_vectors()
     v1 = g.edge_vectors()
     assert torch.allclose(v0, v1, rtol=0, atol=1e-14)
+
+
+def test_nn_relu_network_in_kernel():
+    """The fused NN-SNAP kernel with relu and linear hidden layers equals torch."""
+    rng = np.random.default_rng(23)
+    desc = Bispectrum(**DESCRIPTORS["two elements 2J=8"])
+    images = _structures(desc.elements, rng)
+    with kernel_settings(backend="torch"):
+        B = desc(_graph(images, desc)).numpy()
+    m = NNSNAP(desc, hidden=[12, 5], activations=["relu", "linear", "linear"],
+               mean=np.tile(B.mean(0), (2, 1)), std=np.tile(B.std(0) + 1e-3, (2, 1)))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.as_tensor(rng.normal(size=p.shape) * 0.3))
+    ref, got = _both(MLPCalculator(m, device="cpu"), images)
+    _assert_close(ref, got, 1e-12)
