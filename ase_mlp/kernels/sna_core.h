@@ -338,6 +338,7 @@ SNA_HD void sna_edge_reverse(const SnaTables& t, const SnaEdge<T>& g, const T* l
       const T* grow = G + 2 * (int64_t)mb * nw;
       const T* arow = A + 2 * (int64_t)mb * pw;
       T* prow = Gp + 2 * (int64_t)mb * pw;
+      SNA_SIMD_SUM(gar, gai, gbr, gbi)
       for (int m = 0; m < pw; ++m) {
         const T coa = (T)rpa[(int64_t)(j - m) * rps];
         const T cob = (T)rpa[(int64_t)(m + 1) * rps];
