@@ -204,7 +204,7 @@ def time_pair(spec, q):
     Timing: with ``pre no`` a run performs exactly N force evaluations (``Run::command``
     skips ``lmp->init()``/``setup`` and calls only ``output->setup``), but LAMMPS tallies
     the energy on the last step of *every* run (its thermo output), and pair snap then
-    also computes the bispectrum (+45 % for that step with Ta06A, +160 % with WBe). So
+    also computes the bispectrum (+47 to +66 % for that step with Ta06A and WBe). So
     ``run 1``, ``run N+1`` and ``run 1`` are timed back to back and the per-evaluation
     time is (t(run N+1) - mean t(run 1)) / N: the marginal cost of one step of the mode
     (in mode ``efv`` every step is alike anyway). ``Verlet::run`` also checks the

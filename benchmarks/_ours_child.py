@@ -170,10 +170,13 @@ def md_steps(spec, q):
     changes every step, so the neighbour list is rebuilt every step, as in the demo).
 
     ``spec``: ``model``, ``threads`` (None: the calculator's default), ``backend``,
-    ``steps``, ``warmup``. torch's thread count is left at its default (the old
-    ``backend="torch"`` path runs on torch's own threads)."""
+    ``steps``, ``warmup``, optional ``torch_threads``. Without it torch's thread count is
+    left at its default (the old ``backend="torch"`` path runs on torch's own threads)."""
     import numpy as np
     import torch
+
+    if spec.get("torch_threads"):
+        torch.set_num_threads(int(spec["torch_threads"]))  # this child only
     from ase import units
     from ase.md.nose_hoover_chain import MTKNPT
     from ase.md.velocitydistribution import Stationary, thermalize_momenta

@@ -2,7 +2,7 @@
 
 Run by hand (not a test)::
 
-    python benchmarks/bench_qtb.py [--threads 1] [--quick] [--json out.json]
+    python benchmarks/bench_qtb.py [--threads 1] [--pairs 3] [--quick] [--json out.json]
 
 Cases: ``ase_mlp.dynamics.QTB`` (plain and adaptive) against ASE ``Langevin`` and
 ``LangevinBAOAB`` (the parent class of QTB), timestep 1 fs, 300 K, friction 0.01/fs,
@@ -13,12 +13,16 @@ with the same calculator:
   (``--quick``: 1 000 and 20 000);
 * ASE ``EMT`` on 1 000 fcc Cu atoms: a cheap but real potential.
 
-Each case runs in a fresh subprocess (multiprocessing spawn), so the peak RSS is its own
-(it includes the interpreter, numpy and the atoms). Reported: seconds per step (after a
-few warm-up steps; the QTB constructor, which fills the noise buffer, is not timed),
-the ratio t / t_Langevin, ``dyn.noise_memory_bytes()`` (QTB noise buffers and, for the
-adaptive QTB, its segment spectra) and peak RSS. Target: t_QTB / t_Langevin <= 1.2 at
-100 000 atoms.
+Each measurement runs in a fresh subprocess (multiprocessing spawn), and the four
+thermostats of a case are interleaved: ``--pairs`` rounds of Langevin, LangevinBAOAB, QTB,
+adQTB (same number of steps each). Reported per step, min / median / max over the rounds:
+wall seconds and CPU seconds (``time.process_time`` of the child; after a few warm-up
+steps; the QTB constructor, which fills the noise buffer, is not timed), the ratio
+t / t_Langevin of the medians, ``dyn.noise_memory_bytes()`` (QTB noise buffers and, for the
+adaptive QTB, its segment spectra), the memory the thermostat adds (peak RSS during the
+timed steps minus the RSS before the dynamics object was created) and the child's peak
+RSS (interpreter, numpy, atoms included). Target: t_QTB / t_Langevin <= 1.2 at 100 000
+atoms.
 """
 
 from __future__ import annotations
@@ -28,8 +32,8 @@ import json
 import os
 import time
 
+from _harness import hwm_mb, interleave, reset_peak, rss_mb, run_isolated, summarize
 from _harness import peak_mb as _peak_mb
-from _harness import run_isolated
 
 
 KINDS = ("Langevin", "LangevinBAOAB", "QTB", "adQTB")
@@ -68,6 +72,7 @@ def _case(kind, n, calc_name, steps, threads, q):
     thermalize_momenta(atoms, temperature_K=300, rng=rng)
     Stationary(atoms)
     dt, gamma = 1.0 * units.fs, 0.01 / units.fs
+    rss0 = rss_mb()
     t0 = time.perf_counter()
     if kind == "Langevin":
         dyn = Langevin(atoms, dt, temperature_K=300, friction=gamma, fixcm=False, rng=rng)
@@ -77,16 +82,23 @@ def _case(kind, n, calc_name, steps, threads, q):
         dyn = QTB(atoms, dt, 300, gamma, adaptive=kind == "adQTB", rng=rng)
     t_init = time.perf_counter() - t0
     dyn.run(3)
-    t0 = time.perf_counter()
+    reset_peak()
+    c0, t0 = time.process_time(), time.perf_counter()
     dyn.run(steps)
-    t = (time.perf_counter() - t0) / steps
+    wall, cpu = (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
+    added = hwm_mb() - rss0
     mem = dyn.noise_memory_bytes() if isinstance(dyn, QTB) else 0
-    q.put({"t": t, "init_s": t_init, "noise_mb": mem / 2**20, "rss_mb": _peak_mb(),
-           "T": float(atoms.get_temperature())})
+    q.put({"wall": wall, "cpu": cpu, "init_s": t_init, "noise_mb": mem / 2**20,
+           "added_mb": added, "rss_mb": _peak_mb(), "T": float(atoms.get_temperature()),
+           "load": os.getloadavg()[0]})
 
 
 def _run(*args):
     return run_isolated(_case, *args)
+
+
+def _fmt(s):
+    return f"{s['min']:.3e} / {s['median']:.3e} / {s['max']:.3e}"
 
 
 def main():
@@ -94,6 +106,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads per case")
     ap.add_argument("--quick", action="store_true",
                     help="fewer steps; 1 000 and 20 000 atoms")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="interleaved rounds over the four thermostats")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
     os.environ["OMP_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)
@@ -102,21 +116,30 @@ def main():
     cases = [("harmonic", 1_000, 50 if args.quick else 200),
              ("harmonic", big, 10 if args.quick else 30),
              ("EMT", 1_000, 10 if args.quick else 30)]
-    print(f"threads {args.threads}; timestep 1 fs; s/step after 3 warm-up steps; "
-          f"ratio = t / t_Langevin; noise = dyn.noise_memory_bytes(); RSS = peak of the "
-          f"case's own process")
-    print(f"{'calculator':10s} {'atoms':>7} {'steps':>5} {'thermostat':14s} {'s/step':>10} "
-          f"{'ratio':>6} {'init s':>7} {'noise MB':>9} {'RSS MB':>7}")
+    print(f"threads {args.threads}; timestep 1 fs; per step after 3 warm-up steps, "
+          f"min / median / max over {args.pairs} interleaved rounds; ratio = median t / "
+          f"median t_Langevin; noise = dyn.noise_memory_bytes(); added = peak RSS of the timed "
+          f"steps - RSS before the thermostat; RSS = peak of the child process")
+    print(f"{'calculator':10s} {'atoms':>7} {'steps':>5} {'thermostat':14s} "
+          f"{'wall s/step min/med/max':>32} {'cpu s/step median':>17} {'ratio':>6} "
+          f"{'init s':>7} {'noise MB':>9} {'added MB':>9} {'RSS MB':>7}")
     results = {}
     for calc_name, n, steps in cases:
-        ref = None
+        sides = {kind: (lambda kind=kind: _run(kind, n, calc_name, steps, args.threads))
+                 for kind in KINDS}
+        res = interleave(sides, args.pairs)
+        ref = summarize(res["Langevin"])["wall"]["median"]
         for kind in KINDS:
-            r = _run(kind, n, calc_name, steps, args.threads)
-            ref = ref or r["t"]
-            r["ratio"] = r["t"] / ref
+            sm = summarize(res[kind])
+            last = res[kind][-1]
+            r = {**sm, "ratio": sm["wall"]["median"] / ref,
+                 "init_s": min(x["init_s"] for x in res[kind]), "noise_mb": last["noise_mb"],
+                 "rss_mb": max(x["rss_mb"] for x in res[kind]),
+                 "T": [x["T"] for x in res[kind]], "load": [x["load"] for x in res[kind]]}
             results[f"{calc_name} {n} {kind}"] = r
-            print(f"{calc_name:10s} {n:7d} {steps:5d} {kind:14s} {r['t']:10.3e} "
-                  f"{r['ratio']:6.2f} {r['init_s']:7.2f} {r['noise_mb']:9.1f} "
+            print(f"{calc_name:10s} {n:7d} {steps:5d} {kind:14s} {_fmt(sm['wall']):>32} "
+                  f"{sm['cpu']['median']:17.3e} {r['ratio']:6.2f} {r['init_s']:7.2f} "
+                  f"{r['noise_mb']:9.1f} {sm['added_mb']['median']:9.1f} "
                   f"{r['rss_mb']:7.0f}", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
