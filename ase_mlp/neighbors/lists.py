@@ -427,10 +427,22 @@ _LENGTH_BLOCK = 1 << 16
 
 
 def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
-    """``|x[j] - x[i] + s @ cell|`` for every edge, in blocks (no (E, 3) temporaries
-    of the whole list: the candidate lists of a Verlet skin hold millions of edges)."""
+    """``|x[j] - x[i] + s @ cell|`` for every edge: one compiled loop, or numpy in
+    blocks (no (E, 3) temporaries of the whole list: the candidate lists of a Verlet
+    skin hold millions of edges)."""
     n = len(i)
     d = np.empty(n)
+    if n and i.dtype == j.dtype == s.dtype and i.dtype in (np.int32, np.int64):
+        from ase_mlp import kernels
+
+        if kernels.available():
+            x = np.ascontiguousarray(x, dtype=np.float64)
+            c = np.ascontiguousarray(cell, dtype=np.float64)
+            i, j, s = (np.ascontiguousarray(a) for a in (i, j, s))
+            kernels.library().ase_mlp_edge_lengths(
+                n, x.ctypes.data, c.ctypes.data, i.ctypes.data, j.ctypes.data, s.ctypes.data,
+                i.dtype.itemsize, d.ctypes.data)
+            return d
     for a in range(0, n, _LENGTH_BLOCK):
         b = min(a + _LENGTH_BLOCK, n)
         r = np.take(x, j[a:b], axis=0)
