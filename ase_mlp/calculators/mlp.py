@@ -167,6 +167,7 @@ class MLPCalculator(Calculator):
         graph = graph_from_neighbors(
             atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
             i, j, S, dtype=self.dtype, device=self.device, pbc=atoms.pbc[None])
+        del i, j, S  # the graph holds its own copies: free these before the model runs
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         if not want_stress and "forces" in properties and atoms.pbc.all():
             # the virial costs ~5 % on top of the forces, while a later get_stress() at the
