@@ -225,6 +225,31 @@ void zbl(int64_t n_edges, const T* vectors, const int64_t* centre, const int64_t
   }
 }
 
+// The exact filter of the Verlet list in one pass: keep[e] = 1 when |x_j - x_i + S @ cell|
+// is below the (pair) cutoff and the edge is not an atom with itself at S = 0.
+template <typename I>
+int64_t edge_keep(int64_t n, const double* x, const double* cell, const I* i, const I* j,
+                  const I* s, const int64_t* species, const double* pcm, int64_t n_species,
+                  double cutoff, uint8_t* keep) {
+  int64_t count = 0;
+  for (int64_t e = 0; e < n; ++e) {
+    const int64_t a = (int64_t)i[e], b = (int64_t)j[e];
+    const double* xi = x + 3 * a;
+    const double* xj = x + 3 * b;
+    const double s0 = (double)s[3 * e], s1 = (double)s[3 * e + 1], s2 = (double)s[3 * e + 2];
+    double r2 = 0.0;
+    for (int d = 0; d < 3; ++d) {
+      const double r = (xj[d] - xi[d]) + (s0 * cell[d] + s1 * cell[3 + d] + s2 * cell[6 + d]);
+      r2 += r * r;
+    }
+    const double rc = pcm ? pcm[species[a] * n_species + species[b]] : cutoff;
+    const bool k = std::sqrt(r2) < rc && !(a == b && s0 == 0.0 && s1 == 0.0 && s2 == 0.0);
+    keep[e] = k ? 1 : 0;
+    count += k;
+  }
+  return count;
+}
+
 // |x_j - x_i + S @ cell| for every candidate pair (the exact filter of the Verlet list).
 template <typename I>
 void edge_lengths(int64_t n, const double* x, const double* cell, const I* i, const I* j,
@@ -245,6 +270,20 @@ void edge_lengths(int64_t n, const double* x, const double* cell, const I* i, co
 }  // namespace
 
 extern "C" {
+
+// keep mask of the Verlet filter; returns the number kept (-1: bad index_bytes)
+int64_t ase_mlp_edge_keep(int64_t n, const double* x, const double* cell, const void* i,
+                          const void* j, const void* s, int64_t index_bytes,
+                          const int64_t* species, const double* pcm, int64_t n_species,
+                          double cutoff, uint8_t* keep) {
+  if (index_bytes == 4)
+    return edge_keep<int32_t>(n, x, cell, (const int32_t*)i, (const int32_t*)j,
+                              (const int32_t*)s, species, pcm, n_species, cutoff, keep);
+  if (index_bytes == 8)
+    return edge_keep<int64_t>(n, x, cell, (const int64_t*)i, (const int64_t*)j,
+                              (const int64_t*)s, species, pcm, n_species, cutoff, keep);
+  return -1;
+}
 
 // index_bytes: 4 (int32 i, j, s) or 8 (int64)
 int ase_mlp_edge_lengths(int64_t n, const double* x, const double* cell, const void* i,
@@ -331,7 +370,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 10; }
+int64_t ase_mlp_sna_abi_version() { return 11; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"
