@@ -76,6 +76,24 @@ def current_settings() -> KernelSettings:
     return _SETTINGS.get()
 
 
+def cpu_loop_usable(floats, indices=()) -> bool:
+    """Whether a compiled CPU loop may replace torch code on these tensors: all on the
+    CPU, floats in float32/float64 and not needing autograd, index tensors int64, the
+    kernels available and not switched off by ``kernel_settings(backend="torch")``."""
+    import torch
+
+    for x in floats:
+        if x.device.type != "cpu" or x.dtype not in (torch.float64, torch.float32):
+            return False
+        if x.requires_grad and torch.is_grad_enabled():
+            return False
+    if any(x.device.type != "cpu" or x.dtype != torch.int64 for x in indices):
+        return False
+    if current_settings().backend == "torch":
+        return False
+    return available()
+
+
 def available_cores() -> int:
     """Cores this process may run on (its affinity mask), at least 1."""
     try:
@@ -92,5 +110,5 @@ def default_threads(n_atoms: int) -> int:
 
 
 __all__ = ["KernelSettings", "KernelUnavailable", "available", "available_cores",
-           "cache_dir", "current_settings", "default_threads", "kernel_settings", "library",
-           "BACKENDS"]
+           "cache_dir", "cpu_loop_usable", "current_settings", "default_threads",
+           "kernel_settings", "library", "BACKENDS"]

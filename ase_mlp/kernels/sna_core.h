@@ -447,6 +447,30 @@ SNA_HD void sna_atom_b_from_z(const SnaTables& t, const SnaWork<T>& w, int64_t s
   }
 }
 
+// Fold dE/dU of the full matrices (S x U) onto the half set (S x H): the right half of
+// every u_j is (-1)^(ma-mb) conj of the left, so its gradient folds in as
+// sign * conj(partner); a centre entry of an even j is real and keeps its real part.
+template <typename T>
+SNA_HD void sna_fold_half(const SnaTables& t, const T* gU, T* Yout) {
+  const int64_t H = t.H, U = t.U;
+  for (int64_t s = 0; s < t.n_slots; ++s) {
+    const T* G = gU + 2 * s * U;
+    T* Y = Yout + 2 * s * H;
+    for (int64_t h = 0; h < H; ++h) {
+      const T* l = G + 2 * t.half_index[h];
+      const double sg = t.half_sign[h];
+      if (sg == 0.0) {
+        Y[2 * h] = l[0];
+        Y[2 * h + 1] = (T)0;
+      } else {
+        const T* p = G + 2 * t.half_partner[h];
+        Y[2 * h] = l[0] + (T)sg * p[0];
+        Y[2 * h + 1] = l[1] - (T)sg * p[1];
+      }
+    }
+  }
+}
+
 // Z and B (into `B`, length K) of an atom from its half densities.
 template <typename T>
 SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
@@ -478,7 +502,7 @@ SNA_HD void sna_atom_bispectrum(const SnaTables& t, const SnaWork<T>& w, const T
 template <typename T>
 SNA_HD void sna_atom_z_adjoint(const SnaTables& t, const SnaWork<T>& w, const T* uhalf,
                                int64_t species, const T* dedb, T* B) {
-  const int64_t S = t.n_slots, H = t.H, U = t.U;
+  const int64_t S = t.n_slots, U = t.U;
   const int64_t NZ = S * S * t.n_z;
   sna_atom_full(t, w, uhalf);
   const T* u = w.ufull;
@@ -520,23 +544,7 @@ SNA_HD void sna_atom_z_adjoint(const SnaTables& t, const SnaWork<T>& w, const T*
     gu[1] += z[1] * gb;
   }
   if (B) sna_atom_b_from_z(t, w, species, B);
-  // fold the full gradient onto the half set
-  for (int64_t s = 0; s < S; ++s) {
-    const T* G = gU + 2 * s * U;
-    T* Y = w.Y + 2 * s * H;
-    for (int64_t h = 0; h < H; ++h) {
-      const T* l = G + 2 * t.half_index[h];
-      const double sg = t.half_sign[h];
-      if (sg == 0.0) {
-        Y[2 * h] = l[0];
-        Y[2 * h + 1] = (T)0;
-      } else {
-        const T* p = G + 2 * t.half_partner[h];
-        Y[2 * h] = l[0] + (T)sg * p[0];
-        Y[2 * h + 1] = l[1] - (T)sg * p[1];
-      }
-    }
-  }
+  sna_fold_half(t, gU, w.Y);
 }
 
 // dE/dr_ij of every edge of atom i from its adjoint (w.Y).
@@ -731,7 +739,7 @@ SNA_HD void sna_edge_tangent(const SnaTables& t, const SnaEdge<T>& g, T* lay, T*
 // own (j1, j2, j) block are visited.
 template <typename T>
 SNA_HD void sna_component_adjoint(const SnaTables& t, const SnaWork<T>& w, int64_t k, T* Yk) {
-  const int64_t S = t.n_slots, H = t.H, U = t.U;
+  const int64_t S = t.n_slots, U = t.U;
   const T* u = w.ufull;
   T* gU = w.gU;
   for (int64_t q = 0; q < 2 * S * U; ++q) gU[q] = (T)0;
@@ -755,22 +763,7 @@ SNA_HD void sna_component_adjoint(const SnaTables& t, const SnaWork<T>& w, int64
     gU[2 * t.bq[s]] += zz[0] * gb;
     gU[2 * t.bq[s] + 1] += zz[1] * gb;
   }
-  for (int64_t s = 0; s < S; ++s) {
-    const T* G = gU + 2 * s * U;
-    T* Y = Yk + 2 * s * H;
-    for (int64_t h = 0; h < H; ++h) {
-      const T* l = G + 2 * t.half_index[h];
-      const double sg = t.half_sign[h];
-      if (sg == 0.0) {
-        Y[2 * h] = l[0];
-        Y[2 * h + 1] = (T)0;
-      } else {
-        const T* p = G + 2 * t.half_partner[h];
-        Y[2 * h] = l[0] + (T)sg * p[0];
-        Y[2 * h + 1] = l[1] - (T)sg * p[1];
-      }
-    }
-  }
+  sna_fold_half(t, gU, Yk);
 }
 
 // Descriptors of atom i and the Jacobian rows of its edges.

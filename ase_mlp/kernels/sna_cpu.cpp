@@ -142,7 +142,6 @@ int64_t small_pairs(int64_t n, const double* x, const double* cell, const double
         lo[k] = (int64_t)std::ceil(-f - reach);
         hi[k] = (int64_t)std::floor(-f + reach);
       }
-      const double rc2 = rc * rc;
       for (int64_t a = lo[0]; a <= hi[0]; ++a) {
         for (int64_t b = lo[1]; b <= hi[1]; ++b) {
           for (int64_t c = lo[2]; c <= hi[2]; ++c) {

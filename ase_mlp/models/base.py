@@ -193,15 +193,9 @@ def assemble(
 def _compiled_assembly(vectors: torch.Tensor, edge_grad: torch.Tensor) -> bool:
     """Whether :func:`assemble` may use the compiled loop (CPU, no autograd, kernels
     available and not switched off by ``kernel_settings(backend="torch")``)."""
-    if vectors.device.type != "cpu":
-        return False
-    if torch.is_grad_enabled() and (vectors.requires_grad or edge_grad.requires_grad):
-        return False
-    from ase_mlp import kernels
+    from ase_mlp.kernels import cpu_loop_usable
 
-    if kernels.current_settings().backend == "torch":
-        return False
-    return kernels.available()
+    return cpu_loop_usable([vectors, edge_grad])
 
 
 def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:

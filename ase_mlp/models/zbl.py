@@ -238,17 +238,9 @@ class ZBL(Model):
 
 def _compiled(vectors, graph) -> bool:
     """The compiled loop runs on the CPU, without autograd through the edge vectors."""
-    if vectors.device.type != "cpu" or vectors.dtype not in (torch.float64, torch.float32):
-        return False
-    if torch.is_grad_enabled() and vectors.requires_grad:
-        return False
-    if graph.edge_index.dtype != torch.int64 or graph.species.dtype != torch.int64:
-        return False
-    from ase_mlp import kernels
+    from ase_mlp.kernels import cpu_loop_usable
 
-    if kernels.current_settings().backend == "torch":
-        return False
-    return kernels.available()
+    return cpu_loop_usable([vectors], [graph.edge_index, graph.species])
 
 
 __all__ = ["ZBL", "zbl_pair_coefficients"]

@@ -79,18 +79,9 @@ class Graph:
 
 def _compiled_vectors(pos: torch.Tensor, graph: Graph) -> bool:
     """CPU, no autograd through the positions or the cell, compiled kernels usable."""
-    if pos.device.type != "cpu" or pos.dtype not in (torch.float64, torch.float32):
-        return False
-    if torch.is_grad_enabled() and (pos.requires_grad or graph.cells.requires_grad
-                                    or graph.shifts.requires_grad):
-        return False
-    if graph.edge_index.dtype != torch.int64 or graph.system.dtype != torch.int64:
-        return False
-    from ase_mlp import kernels
+    from ase_mlp.kernels import cpu_loop_usable
 
-    if kernels.current_settings().backend == "torch":
-        return False
-    return kernels.available()
+    return cpu_loop_usable([pos, graph.cells, graph.shifts], [graph.edge_index, graph.system])
 
 
 def graph_from_neighbors(
