@@ -34,7 +34,7 @@ SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: ``omp simd`` reductions of sna_core.h, no OpenMP runtime is linked)
 CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
             "-fopenmp-simd", "-DSNA_OMP_SIMD")
-ABI_VERSION = 11
+ABI_VERSION = 12
 
 
 class KernelUnavailable(RuntimeError):
@@ -133,8 +133,9 @@ def _load(path: pathlib.Path) -> ctypes.CDLL:
                                          + [ctypes.c_int64, ctypes.c_void_p])
     lib.ase_mlp_edge_keep.restype = ctypes.c_int64
     lib.ase_mlp_edge_keep.argtypes = ([ctypes.c_int64] + [ctypes.c_void_p] * 5
-                                      + [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                                         ctypes.c_int64, ctypes.c_double, ctypes.c_void_p])
+                                      + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,
+                                         ctypes.c_void_p, ctypes.c_int64, ctypes.c_double,
+                                         ctypes.c_void_p])
     for name in ("ase_mlp_zbl_f64", "ase_mlp_zbl_f32"):
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int

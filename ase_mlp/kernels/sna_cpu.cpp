@@ -226,9 +226,9 @@ void zbl(int64_t n_edges, const T* vectors, const int64_t* centre, const int64_t
 
 // The exact filter of the Verlet list in one pass: keep[e] = 1 when |x_j - x_i + S @ cell|
 // is below the (pair) cutoff and the edge is not an atom with itself at S = 0.
-template <typename I>
+template <typename I, typename S>
 int64_t edge_keep(int64_t n, const double* x, const double* cell, const I* i, const I* j,
-                  const I* s, const int64_t* species, const double* pcm, int64_t n_species,
+                  const S* s, const int64_t* species, const double* pcm, int64_t n_species,
                   double cutoff, uint8_t* keep) {
   int64_t count = 0;
   for (int64_t e = 0; e < n; ++e) {
@@ -270,17 +270,22 @@ void edge_lengths(int64_t n, const double* x, const double* cell, const I* i, co
 
 extern "C" {
 
-// keep mask of the Verlet filter; returns the number kept (-1: bad index_bytes)
+// keep mask of the Verlet filter; returns the number kept (-1: unsupported widths).
+// index_bytes: width of i and j (4 or 8); shift_bytes: width of s (1, 4 or 8).
 int64_t ase_mlp_edge_keep(int64_t n, const double* x, const double* cell, const void* i,
                           const void* j, const void* s, int64_t index_bytes,
-                          const int64_t* species, const double* pcm, int64_t n_species,
-                          double cutoff, uint8_t* keep) {
-  if (index_bytes == 4)
-    return edge_keep<int32_t>(n, x, cell, (const int32_t*)i, (const int32_t*)j,
-                              (const int32_t*)s, species, pcm, n_species, cutoff, keep);
-  if (index_bytes == 8)
-    return edge_keep<int64_t>(n, x, cell, (const int64_t*)i, (const int64_t*)j,
-                              (const int64_t*)s, species, pcm, n_species, cutoff, keep);
+                          int64_t shift_bytes, const int64_t* species, const double* pcm,
+                          int64_t n_species, double cutoff, uint8_t* keep) {
+#define ASE_MLP_KEEP(I, S)                                                              \
+  return edge_keep<I, S>(n, x, cell, (const I*)i, (const I*)j, (const S*)s, species, pcm, \
+                         n_species, cutoff, keep)
+  if (index_bytes == 4 && shift_bytes == 1) ASE_MLP_KEEP(int32_t, int8_t);
+  if (index_bytes == 4 && shift_bytes == 4) ASE_MLP_KEEP(int32_t, int32_t);
+  if (index_bytes == 4 && shift_bytes == 8) ASE_MLP_KEEP(int32_t, int64_t);
+  if (index_bytes == 8 && shift_bytes == 1) ASE_MLP_KEEP(int64_t, int8_t);
+  if (index_bytes == 8 && shift_bytes == 4) ASE_MLP_KEEP(int64_t, int32_t);
+  if (index_bytes == 8 && shift_bytes == 8) ASE_MLP_KEEP(int64_t, int64_t);
+#undef ASE_MLP_KEEP
   return -1;
 }
 
@@ -369,7 +374,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 11; }
+int64_t ase_mlp_sna_abi_version() { return 12; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

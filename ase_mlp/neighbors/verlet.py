@@ -38,7 +38,8 @@ __all__ = ["VerletNeighborList"]
 def _compiled_keep(x, cell, i, j, s, cutoff, pcm, species):
     """The exact filter's mask by one compiled loop (no per-candidate temporaries), or
     None when the kernels are unavailable."""
-    if not (i.dtype == j.dtype == s.dtype and i.dtype in (np.int32, np.int64)):
+    if not (i.dtype == j.dtype and i.dtype in (np.int32, np.int64)
+            and s.dtype in (np.int8, np.int32, np.int64)):
         return None
     from ase_mlp import kernels
 
@@ -56,7 +57,7 @@ def _compiled_keep(x, cell, i, j, s, cutoff, pcm, species):
         extra = (None, None, 0, float(cutoff))
     n = kernels.library().ase_mlp_edge_keep(
         len(i), x.ctypes.data, c.ctypes.data, i.ctypes.data, j.ctypes.data, s.ctypes.data,
-        i.dtype.itemsize, *extra, mask.ctypes.data)
+        i.dtype.itemsize, s.dtype.itemsize, *extra, mask.ctypes.data)
     if n < 0:
         return None
     return mask.view(bool)
@@ -134,7 +135,10 @@ class VerletNeighborList:
         small = len(x) < 2**31 - 1 and (len(s) == 0 or np.abs(s).max() < 2**31 - 1)
         idx = np.int32 if small else np.int64
         self._i, self._j = i.astype(idx, copy=False), j.astype(idx, copy=False)
-        self._s = s.astype(idx, copy=False)
+        # shifts of a skin list are small integers: int8 while they fit (a third of the
+        # stored list); get() widens them when atoms were wrapped across the cell
+        tiny = len(s) == 0 or np.abs(s).max() < 100
+        self._s = s.astype(np.int8 if tiny else idx, copy=False)
         self._built = True
         self.n_builds += 1
 
