@@ -422,12 +422,13 @@ class Bispectrum(torch.nn.Module):
         """
         if vectors is None:
             vectors = graph.edge_vectors()
-        ctx = self._prepare(graph, vectors, edge_chunk)
         if vectors.device.type == "cpu" and self._use_compiled(vectors):
             from ase_mlp.kernels import sna
 
-            B_all, J = sna.jacobian(self, graph, vectors, ctx.sel)
-            return B_all, ctx.sel, J
+            sel, _ = edges_within(graph, vectors, self._cutoffs.to(vectors.dtype))
+            B_all, J = sna.jacobian(self, graph, vectors, sel)
+            return B_all, sel, J
+        ctx = self._prepare(graph, vectors, edge_chunk)
         uhalf = self._densities(ctx)
         n_atoms, H, S = ctx.n_atoms, ctx.H, self.n_slots
         K = self.n_descriptors

@@ -37,7 +37,7 @@ class KernelSettings:
 
 
 _SETTINGS: contextvars.ContextVar[KernelSettings] = contextvars.ContextVar(
-    "ase_mlp_kernel_settings", default=KernelSettings())
+    "ase_mlp_kernel_settings", default=KernelSettings())  # noqa: B039 - frozen dataclass
 
 
 def check_threads(threads) -> int | None:

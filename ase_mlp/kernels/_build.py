@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 
+
 HERE = pathlib.Path(__file__).resolve().parent
 SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: flags of the CPU build (portable: no -march=native, so a cache on a shared home
@@ -34,7 +35,7 @@ SOURCES = ("sna_core.h", "sna_cpu.cpp")
 #: ``omp simd`` reductions of sna_core.h, no OpenMP runtime is linked)
 CXXFLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fno-math-errno",
             "-fopenmp-simd", "-DSNA_OMP_SIMD")
-ABI_VERSION = 12
+ABI_VERSION = 13
 
 
 class KernelUnavailable(RuntimeError):
@@ -128,9 +129,8 @@ def _load(path: pathlib.Path) -> ctypes.CDLL:
         fn = getattr(lib, name)
         fn.restype = ctypes.c_int
         fn.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 7
-    lib.ase_mlp_edge_lengths.restype = ctypes.c_int
-    lib.ase_mlp_edge_lengths.argtypes = ([ctypes.c_int64] + [ctypes.c_void_p] * 5
-                                         + [ctypes.c_int64, ctypes.c_void_p])
+    lib.ase_mlp_sna_workspace.restype = ctypes.c_int64
+    lib.ase_mlp_sna_workspace.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int64]
     lib.ase_mlp_edge_keep.restype = ctypes.c_int64
     lib.ase_mlp_edge_keep.argtypes = ([ctypes.c_int64] + [ctypes.c_void_p] * 5
                                       + [ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p,

@@ -13,6 +13,7 @@ import subprocess
 
 from ase_mlp.kernels._build import HERE, KernelUnavailable
 
+
 CUDA_SOURCE = HERE / "sna_cuda.cu"
 NVCC_FLAGS = ("-O3", "-std=c++17")
 

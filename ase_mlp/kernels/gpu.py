@@ -13,12 +13,13 @@ scratch buffer for its per-atom workspace. cupy is an optional dependency
 
 from __future__ import annotations
 
+import ctypes
 import functools
 
 import numpy as np
 import torch
 
-from ase_mlp.kernels._build import HERE, KernelUnavailable
+from ase_mlp.kernels._build import HERE, KernelUnavailable, library
 
 
 #: threads per block, and the cap on concurrently resident atoms (their workspaces)
@@ -36,9 +37,12 @@ def _cupy():
     return cupy
 
 
-def available(device=None) -> bool:
-    """True when cupy imports and torch sees a CUDA device."""
-    if not torch.cuda.is_available():
+def available() -> bool:
+    """True when cupy imports, torch sees a CUDA device and the CPU build (which sizes
+    the GPU workspaces) loads."""
+    from ase_mlp.kernels._build import available as cpu_build_available
+
+    if not torch.cuda.is_available() or not cpu_build_available():
         return False
     try:
         _cupy()
@@ -59,15 +63,6 @@ def module(device_index: int):
                                        f"--gpu-architecture=sm_{major}{minor}"))
 
 
-def workspace_size(s) -> int:
-    """Per-atom workspace in elements (mirrors ``sna_workspace_size`` of sna_core.h)."""
-    S, J = int(s.n_slots), int(s.twojmax)
-    L = (J + 2) ** 2
-    store = sum((j // 2 + 2) * (j + 1) for j in range(J + 1))
-    return (2 * S * s.H + 2 * S * s.U + 4 * S * S * s.n_z + 2 * S * s.U + 2 * S * s.H + s.K
-            + 2 * store + 4 * L)
-
-
 class DeviceTables:
     """The tables of one descriptor on one CUDA device (struct and arrays)."""
 
@@ -80,8 +75,6 @@ class DeviceTables:
             setattr(s, k, v.data_ptr())
         self.struct = s
         self.device_struct = _struct_on_device(s, device)
-        self.workspace = workspace_size(host_tables.struct)
-        self.K = int(host_tables.K)
 
 
 def _struct_on_device(struct, device) -> torch.Tensor:
@@ -110,7 +103,9 @@ def run(kind: int, host_tables, call, dtype, device) -> None:
         return
     threads = min(n, MAX_THREADS)
     blocks = (threads + BLOCK - 1) // BLOCK
-    ws = dt.workspace + (2 * int(call.nn_width) + dt.K if kind == 4 else dt.K)
+    # the per-atom workspace as sna_core.h defines it (asked of the CPU build)
+    ws = int(library().ase_mlp_sna_workspace(kind, ctypes.byref(host_tables.struct),
+                                             int(call.nn_width)))
     scratch = torch.empty(blocks * BLOCK * ws, dtype=dtype, device=device)
     call_dev = _struct_on_device(call, device)
     stream = cupy.cuda.ExternalStream(torch.cuda.current_stream(device).cuda_stream)

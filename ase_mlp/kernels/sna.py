@@ -95,7 +95,6 @@ class CompiledTables:
         self.struct = s
         self.H = int(s.H)
         self.K = int(s.K)
-        self.n_slots = int(d.n_slots)
 
 
 _TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -115,6 +114,11 @@ def _ptr(x: torch.Tensor | None):
     return None if x is None else x.data_ptr()
 
 
+def _typed(name: str, dtype):
+    """The float64 or float32 entry point ``name`` of the CPU library."""
+    return getattr(library(), f"{name}_{'f64' if dtype == torch.float64 else 'f32'}")
+
+
 def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int,
          device=None) -> None:
     if device is not None and device.type == "cuda":
@@ -122,9 +126,8 @@ def _run(kind: int, tables: CompiledTables, call: _Call, dtype, threads: int,
 
         gpu.run(kind, tables, call, dtype, device)
         return
-    lib = library()
-    fn = lib.ase_mlp_sna_f64 if dtype == torch.float64 else lib.ase_mlp_sna_f32
-    status = fn(kind, ctypes.byref(tables.struct), ctypes.byref(call), int(threads))
+    status = _typed("ase_mlp_sna", dtype)(kind, ctypes.byref(tables.struct),
+                                          ctypes.byref(call), int(threads))
     if status != 0:
         raise RuntimeError(f"SNAP kernel {kind} failed with status {status}")
 
@@ -272,9 +275,7 @@ def jacobian(descriptor, graph, vectors, sel):
 def assemble(graph, vectors, edge_grad, forces: bool, stress: bool):
     """Forces ``(n_atoms, 3)`` and per-atom virials ``(n_atoms, 3, 3)`` (or None) from
     edge gradients, by one serial C loop over the edges (fixed summation order)."""
-    lib = library()
-    dtype = vectors.dtype
-    fn = lib.ase_mlp_assemble_f64 if dtype == torch.float64 else lib.ase_mlp_assemble_f32
+    fn = _typed("ase_mlp_assemble", vectors.dtype)
     n = graph.n_atoms
     f = vectors.new_zeros((n, 3)) if forces else None
     w = vectors.new_zeros((n, 3, 3)) if stress else None
@@ -287,15 +288,11 @@ def assemble(graph, vectors, edge_grad, forces: bool, stress: bool):
     return f, w
 
 
-
-
 def edge_vectors(graph, positions):
     """``r_ij = x_j - x_i + S_ij @ cell`` by one serial C loop (no BLAS call, whose
     threads contend with other processes on shared cores, no per-edge cell copies)."""
-    lib = library()
     dtype = positions.dtype
-    fn = lib.ase_mlp_edge_vectors_f64 if dtype == torch.float64 \
-        else lib.ase_mlp_edge_vectors_f32
+    fn = _typed("ase_mlp_edge_vectors", dtype)
     ei = graph.edge_index
     centre, neighbor = ei[0].contiguous(), ei[1].contiguous()
     x = positions.contiguous()
@@ -311,9 +308,8 @@ def edge_vectors(graph, positions):
 def zbl(model, graph, vectors, need_gradient: bool):
     """Per-atom energies and edge gradients of a :class:`~ase_mlp.models.ZBL` model by
     one serial C loop over the edges."""
-    lib = library()
     dtype = vectors.dtype
-    fn = lib.ase_mlp_zbl_f64 if dtype == torch.float64 else lib.ase_mlp_zbl_f32
+    fn = _typed("ase_mlp_zbl", dtype)
     table = model.__dict__.get("_c_table")
     if table is None:
         t = model._tables_np

@@ -778,9 +778,6 @@ SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
   sna_atom_densities(t, c, i, w, w.uhalf);
   sna_atom_bispectrum(t, w, w.uhalf, c.species[i], c.descriptors + i * K);
   for (int64_t k = 0; k < K; ++k) sna_component_adjoint(t, w, k, Yall + 2 * k * S * H);
-#ifdef SNA_PROFILE_NO_JAC_EDGES
-  return;
-#endif
   SnaEdge<T> g;
   for (int64_t e = c.offsets[i]; e < c.offsets[i + 1]; ++e) {
     T* out = c.jacobian + e * K * 3;
@@ -789,9 +786,6 @@ SNA_HD void sna_jacobian_atom(const SnaTables& t, const SnaCall<T>& c, int64_t i
       continue;
     }
     sna_edge_tangent(t, g, w.lay, dlay, uo, duo);
-#ifdef SNA_PROFILE_NO_JAC_CONTRACT
-    continue;
-#endif
     const T rinv = (T)1 / g.r;
     const T unit[3] = {g.x * rinv, g.y * rinv, g.z * rinv};
     const int64_t slot = g.slot;
@@ -888,6 +882,15 @@ SNA_HD T sna_nn_atom(const SnaCall<T>& c, int64_t species, int64_t K, const T* B
   }
   for (int64_t k = 0; k < K; ++k) dedb[k] = grad[k] / stdv[k];
   return energy;
+}
+
+// Workspace (in T) of one atom for kernel `kind` (0 fused linear/quadratic, 1
+// descriptors, 2 gradients, 3 Jacobian, 4 fused NN-SNAP): the one definition the CPU
+// driver and the GPU launcher size their buffers with.
+SNA_HD int64_t sna_kind_workspace_size(int kind, const SnaTables& t, int64_t nn_width) {
+  if (kind == 3) return sna_jacobian_workspace_size(t);
+  if (kind == 4) return sna_nn_workspace_size(t, nn_width);
+  return sna_workspace_size(t) + t.K;  // + K: dE/dB of the quadratic model
 }
 
 // NN-SNAP in one pass: energies and edge gradients.

@@ -45,9 +45,7 @@ void parallel_atoms(int64_t n, int threads, int64_t chunk, int64_t ws_size, F bo
 
 template <typename T>
 int run(int kind, const SnaTables* t, const SnaCall<T>* c, int threads) {
-  const int64_t n_ws = kind == 3   ? sna_jacobian_workspace_size(*t)
-                       : kind == 4 ? sna_nn_workspace_size(*t, c->nn_width)
-                                   : sna_workspace_size(*t) + t->K;
+  const int64_t n_ws = sna_kind_workspace_size(kind, *t, c->nn_width);
   const int64_t ws = (n_ws * (int64_t)sizeof(T) + 7) / 8;
   const int64_t chunk = 4;
   switch (kind) {
@@ -249,23 +247,6 @@ int64_t edge_keep(int64_t n, const double* x, const double* cell, const I* i, co
   return count;
 }
 
-// |x_j - x_i + S @ cell| for every candidate pair (the exact filter of the Verlet list).
-template <typename I>
-void edge_lengths(int64_t n, const double* x, const double* cell, const I* i, const I* j,
-                  const I* s, double* out) {
-  for (int64_t e = 0; e < n; ++e) {
-    const double* xi = x + 3 * (int64_t)i[e];
-    const double* xj = x + 3 * (int64_t)j[e];
-    const double s0 = (double)s[3 * e], s1 = (double)s[3 * e + 1], s2 = (double)s[3 * e + 2];
-    double r2 = 0.0;
-    for (int d = 0; d < 3; ++d) {
-      const double r = (xj[d] - xi[d]) + (s0 * cell[d] + s1 * cell[3 + d] + s2 * cell[6 + d]);
-      r2 += r * r;
-    }
-    out[e] = std::sqrt(r2);
-  }
-}
-
 }  // namespace
 
 extern "C" {
@@ -289,18 +270,9 @@ int64_t ase_mlp_edge_keep(int64_t n, const double* x, const double* cell, const 
   return -1;
 }
 
-// index_bytes: 4 (int32 i, j, s) or 8 (int64)
-int ase_mlp_edge_lengths(int64_t n, const double* x, const double* cell, const void* i,
-                         const void* j, const void* s, int64_t index_bytes, double* out) {
-  if (index_bytes == 4)
-    edge_lengths<int32_t>(n, x, cell, (const int32_t*)i, (const int32_t*)j, (const int32_t*)s,
-                          out);
-  else if (index_bytes == 8)
-    edge_lengths<int64_t>(n, x, cell, (const int64_t*)i, (const int64_t*)j, (const int64_t*)s,
-                          out);
-  else
-    return 1;
-  return 0;
+// per-atom workspace (elements of the working type) of kernel `kind`
+int64_t ase_mlp_sna_workspace(int kind, const SnaTables* t, int64_t nn_width) {
+  return sna_kind_workspace_size(kind, *t, nn_width);
 }
 
 // energies (n_atoms) must be zero-initialised; grad (E, 3) may be null
@@ -374,7 +346,7 @@ int ase_mlp_sna_f32(int kind, const SnaTables* t, const SnaCall<float>* c, int t
   return run<float>(kind, t, c, threads);
 }
 
-int64_t ase_mlp_sna_abi_version() { return 12; }
+int64_t ase_mlp_sna_abi_version() { return 13; }
 
 #ifndef ASE_MLP_SNA_SOURCE_DIGEST
 #define ASE_MLP_SNA_SOURCE_DIGEST "unknown"

@@ -23,8 +23,3 @@ ASE_MLP_SNA_KERNEL(ase_mlp_sna_gradient_f64, double, sna_gradient_atom)
 ASE_MLP_SNA_KERNEL(ase_mlp_sna_gradient_f32, float, sna_gradient_atom)
 ASE_MLP_SNA_KERNEL(ase_mlp_sna_nn_f64, double, sna_fused_nn_atom)
 ASE_MLP_SNA_KERNEL(ase_mlp_sna_nn_f32, float, sna_fused_nn_atom)
-
-// workspace size (in T) of one thread, for the host to size the scratch buffer
-extern "C" __global__ void ase_mlp_sna_workspace(const SnaTables* t, long long* out) {
-  if (blockIdx.x == 0 && threadIdx.x == 0) out[0] = sna_workspace_size(*t);
-}

@@ -427,22 +427,10 @@ _LENGTH_BLOCK = 1 << 16
 
 
 def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
-    """``|x[j] - x[i] + s @ cell|`` for every edge: one compiled loop, or numpy in
-    blocks (no (E, 3) temporaries of the whole list: the candidate lists of a Verlet
-    skin hold millions of edges)."""
+    """``|x[j] - x[i] + s @ cell|`` for every edge, in blocks (no (E, 3) temporaries
+    of the whole list: the candidate lists of a Verlet skin hold millions of edges)."""
     n = len(i)
     d = np.empty(n)
-    if n and i.dtype == j.dtype == s.dtype and i.dtype in (np.int32, np.int64):
-        from ase_mlp import kernels
-
-        if kernels.available():
-            x = np.ascontiguousarray(x, dtype=np.float64)
-            c = np.ascontiguousarray(cell, dtype=np.float64)
-            i, j, s = (np.ascontiguousarray(a) for a in (i, j, s))
-            kernels.library().ase_mlp_edge_lengths(
-                n, x.ctypes.data, c.ctypes.data, i.ctypes.data, j.ctypes.data, s.ctypes.data,
-                i.dtype.itemsize, d.ctypes.data)
-            return d
     for a in range(0, n, _LENGTH_BLOCK):
         b = min(a + _LENGTH_BLOCK, n)
         r = np.take(x, j[a:b], axis=0)
@@ -450,6 +438,36 @@ def _edge_lengths(x, cell, i, j, s) -> np.ndarray:
         r += _rows_times(s[a:b], cell)
         d[a:b] = np.sqrt(np.einsum("ij,ij->i", r, r))
     return d
+
+
+def _keep_mask(x, cell, i, j, s, cutoff, pcm, species) -> np.ndarray:
+    """Mask of the edges inside the (pair) cutoff, without ``i == j`` at ``S == 0``: one
+    compiled loop when the kernels are available (no per-edge temporaries), else
+    :func:`_edge_lengths` and :func:`_keep`."""
+    compiled = i.dtype == j.dtype and i.dtype in (np.int32, np.int64) \
+        and s.dtype in (np.int8, np.int32, np.int64) and len(i) > 0
+    if compiled:
+        from ase_mlp import kernels
+
+        compiled = kernels.available()
+    if not compiled:
+        return _keep(_edge_lengths(x, cell, i, j, s), i, j, s, cutoff, pcm, species)
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    c = np.ascontiguousarray(cell, dtype=np.float64)
+    i, j, s = (np.ascontiguousarray(a) for a in (i, j, s))
+    mask = np.empty(len(i), dtype=np.uint8)
+    if pcm is not None:
+        sp = np.ascontiguousarray(species, dtype=np.int64)
+        p = np.ascontiguousarray(pcm, dtype=np.float64)
+        extra = (sp.ctypes.data, p.ctypes.data, p.shape[0], 0.0)
+    else:
+        extra = (None, None, 0, float(cutoff))
+    n = kernels.library().ase_mlp_edge_keep(
+        len(i), x.ctypes.data, c.ctypes.data, i.ctypes.data, j.ctypes.data, s.ctypes.data,
+        i.dtype.itemsize, s.dtype.itemsize, *extra, mask.ctypes.data)
+    if n < 0:
+        raise RuntimeError(f"unsupported index widths {i.dtype}/{s.dtype} for the filter")
+    return mask.view(bool)
 
 
 def _keep(d, i, j, s, cutoff, pcm, species) -> np.ndarray:
@@ -551,8 +569,7 @@ def _neighbor_list(x, cell, pbc, m, cutoff, pcm, species):
     i, j, s = _candidates(x, m, pbc, cutoff)
     if len(i) == 0:
         return _empty()
-    d = _edge_lengths(x, cell, i, j, s)
-    keep = _keep(d, i, j, s, cutoff, pcm, species)
+    keep = _keep_mask(x, cell, i, j, s, cutoff, pcm, species)
     if not keep.all():
         keep = np.flatnonzero(keep)
         i, j, s = np.take(i, keep), np.take(j, keep), np.take(s, keep, axis=0)

@@ -24,8 +24,7 @@ from ase_mlp.neighbors.lists import (
     _check_pair_cutoffs,
     _check_species,
     _completed_cell,
-    _edge_lengths,
-    _keep,
+    _keep_mask,
     _neighbor_list,
     _rows_times,
     _sort,
@@ -33,34 +32,6 @@ from ase_mlp.neighbors.lists import (
 
 
 __all__ = ["VerletNeighborList"]
-
-
-def _compiled_keep(x, cell, i, j, s, cutoff, pcm, species):
-    """The exact filter's mask by one compiled loop (no per-candidate temporaries), or
-    None when the kernels are unavailable."""
-    if not (i.dtype == j.dtype and i.dtype in (np.int32, np.int64)
-            and s.dtype in (np.int8, np.int32, np.int64)):
-        return None
-    from ase_mlp import kernels
-
-    if not kernels.available():
-        return None
-    x = np.ascontiguousarray(x, dtype=np.float64)
-    c = np.ascontiguousarray(cell, dtype=np.float64)
-    i, j, s = (np.ascontiguousarray(a) for a in (i, j, s))
-    mask = np.empty(len(i), dtype=np.uint8)
-    if pcm is not None:
-        sp = np.ascontiguousarray(species, dtype=np.int64)
-        p = np.ascontiguousarray(pcm, dtype=np.float64)
-        extra = (sp.ctypes.data, p.ctypes.data, p.shape[0], 0.0)
-    else:
-        extra = (None, None, 0, float(cutoff))
-    n = kernels.library().ase_mlp_edge_keep(
-        len(i), x.ctypes.data, c.ctypes.data, i.ctypes.data, j.ctypes.data, s.ctypes.data,
-        i.dtype.itemsize, s.dtype.itemsize, *extra, mask.ctypes.data)
-    if n < 0:
-        return None
-    return mask.view(bool)
 
 
 class VerletNeighborList:
@@ -243,11 +214,8 @@ class VerletNeighborList:
         moved = k.any()
         if moved:
             s = s + np.take(k, i, axis=0) - np.take(k, j, axis=0)
-        keep = _compiled_keep(x, cell, i, j, s, self._radius, self.pair_cutoffs, self._species)
-        if keep is None:
-            d = _edge_lengths(x, cell, i, j, s)
-            keep = _keep(d, i, j, s, self._radius, self.pair_cutoffs, self._species)
-        keep = np.flatnonzero(keep)
+        keep = np.flatnonzero(_keep_mask(x, cell, i, j, s, self._radius, self.pair_cutoffs,
+                                         self._species))
         i, j, s = (np.take(i, keep).astype(np.int64), np.take(j, keep).astype(np.int64),
                    np.take(s, keep, axis=0).astype(np.int64))
         if moved:

@@ -25,7 +25,7 @@ def test_gpu_equals_cpu(dtype, tol):
     models = [LinearSNAP(d, rng.normal(size=(2, 1 + d.n_descriptors)) * 0.1),
               NNSNAP(d, hidden=[8])]
     images = []
-    for k, rep in enumerate([(2, 2, 2), (3, 2, 2), (1, 1, 1)]):
+    for rep in [(2, 2, 2), (3, 2, 2), (1, 1, 1)]:
         at = bulk("W", "bcc", a=3.2, cubic=True).repeat(rep)
         at.symbols[::3] = "Be"
         at.positions += rng.normal(scale=0.1, size=at.positions.shape)

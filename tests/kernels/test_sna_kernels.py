@@ -25,7 +25,7 @@ from ase_mlp import kernels
 from ase_mlp.calculators import MLPCalculator
 from ase_mlp.descriptors import Bispectrum
 from ase_mlp.kernels import kernel_settings
-from ase_mlp.models import NNSNAP, LinearSNAP, QuadraticSNAP, SumModel, ZBL
+from ase_mlp.models import NNSNAP, ZBL, LinearSNAP, QuadraticSNAP, SumModel
 from ase_mlp.testing import check_forces, check_stress
 
 
