@@ -33,9 +33,13 @@ def save_npz_atomic(path, arrays: dict) -> None:
 
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)   # no 0-byte .tmp left behind (e.g. disk full)
+        raise
 
 
 def check_checkpoint_meta(path, saved: dict, mine: dict, what: str) -> None:

@@ -202,6 +202,21 @@ def test_fit_config_errors_exit_2_without_output(workdir, capsys):
     assert "configuration file not found" in capsys.readouterr().err
 
 
+def test_fit_refuses_stress_labels_in_the_wrong_unit(workdir, capsys):
+    """The file's stress is in bar; declared as eV/A^3 it would be ~1e4 times too large and
+    ruin the model: refused, naming the file, the frame and the likely unit."""
+    text = _config(workdir, "unit").read_text().replace('stress_unit = "bar"',
+                                                        'stress_unit = "eV/A^3"')
+    path = workdir / "unit.toml"
+    path.write_text(text)
+    assert main(["fit", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Displaced_BCC.xyz: frame 0: stress component" in err
+    assert "is implausible" in err and 'stress_unit = "bar"' in err
+    assert "check_magnitudes = false" in err
+    assert not (workdir / "unit").exists()
+
+
 NN = dict(type="nn", model_extra="hidden = [4]",
           fit_extra="\n[fit.nn]\nepochs = {epochs}\nbatch_size = 5\ncheckpoint_every = 1\n")
 

@@ -95,9 +95,9 @@ class ResidentMD:
         images = [images] if isinstance(images, Atoms) else list(images)
         if not images:
             raise ValueError("ResidentMD needs at least one system")
-        if not timestep > 0:
-            raise ValueError(f"timestep must be > 0 (ASE time), got {timestep}")
-        if not skin >= 0:
+        if not (np.isfinite(timestep) and timestep > 0):
+            raise ValueError(f"timestep must be a finite number > 0 (ASE time), got {timestep}")
+        if not (np.isfinite(skin) and skin >= 0):
             raise ValueError(f"skin must be >= 0 Å, got {skin}")
         if (temperature_K is None) != (friction is None):
             raise ValueError("give both temperature_K and friction (Langevin) or neither "
@@ -109,7 +109,8 @@ class ResidentMD:
             if temps.shape != (len(images),):
                 raise ValueError(f"temperature_K must be one value or one per system "
                                  f"({len(images)}), got {len(temps)} values")
-            if not friction > 0 or not np.all(temps >= 0):
+            if not (np.isfinite(friction) and friction > 0) \
+                    or not np.all(np.isfinite(temps) & (temps >= 0)):
                 raise ValueError(f"need friction > 0 and temperature_K >= 0, got {friction}, "
                                  f"{temperature_K}")
             if rng is None:

@@ -36,6 +36,9 @@ Schema (every key shown; those marked *required* must be given)::
     weight = "weight"             # info key of a per-structure weight
     group = "config_type"         # info key of the group name
     source = "auto"               # auto, calc, info
+    check_magnitudes = true       # refuse implausible magnitudes (unit mistakes: a stress
+                                  # above 160 GPa at an ordinary volume, forces > 500 eV/Å,
+                                  # |E| > 1e6 eV/atom); false accepts them
 
     [model]
     type = "nn"                   # required: linear | quadratic | nn
@@ -397,6 +400,7 @@ _LABELS = _Section({
     "weight": _Key(_Str()),
     "group": _Key(_Str()),
     "source": _Key(_Str(("auto", "calc", "info"))),
+    "check_magnitudes": _Key(_Bool()),
 })
 
 _PATHS = _List(_Str(), scalar_ok=True)
@@ -572,7 +576,7 @@ class FitConfig:
         labels = self.data.labels
         lab = {k: getattr(labels, k) for k in ("energy", "forces", "stress", "virial",
                                                "stress_unit", "stress_sign", "weight",
-                                               "group", "source")}
+                                               "group", "source", "check_magnitudes")}
         model = {k: v for k, v in vars(self.model).items() if v is not None}
         fit = {k: v for k, v in vars(self.fit).items() if v is not None and v != {}}
         return {

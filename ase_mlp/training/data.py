@@ -44,6 +44,7 @@ __all__ = [
     "reference_energies_from_isolated",
     "split_frames",
     "validate_frames",
+    "check_label_magnitudes",
 ]
 
 # stress unit -> factor to eV/Å^3; keys are normalised with _norm_unit
@@ -54,6 +55,15 @@ _STRESS_UNITS = {
     "bar": 1e-4 * units.GPa,
 }
 _STRESS_SIGNS = ("ase", "compressive")
+
+#: plausibility limits of labels in ASE units (:func:`check_label_magnitudes`)
+MAX_ENERGY_PER_ATOM = 1e6  # eV/atom: beyond any total energy, all-electron ones included
+MAX_FORCE = 500.0  # eV/Å, unless the atom has a close contact
+CLOSE_CONTACT = 0.75  # close contact: distance < this x the sum of covalent radii
+MIN_STRESS_BOUND = 1.0  # eV/Å^3 (160 GPa): the bound at and above the reference volume
+#: compressed cells: Vinet pressure with these B0 (eV/Å^3, 480 GPa, stiffer than diamond) and
+#: B0' at v / v_ref, v_ref = the volume of the atoms' covalent-radius spheres
+_BOUND_B0, _BOUND_B0P = 3.0, 6.0
 _SOURCES = ("auto", "calc", "info")
 _LABEL_NAMES = ("energy", "forces", "stress")
 _SPLIT_NAMES = ("train", "validation", "test")
@@ -100,6 +110,9 @@ class LabelSpec:
     source : str
         ``"auto"``: calculator results first, then ``info``/``arrays``; ``"calc"``: calculator
         results only; ``"info"``: ``info``/``arrays`` only.
+    check_magnitudes : bool
+        Refuse physically implausible label magnitudes, the signature of a unit mistake
+        (:func:`check_label_magnitudes`; default True). ``False`` accepts them.
     """
 
     energy: str = "energy"
@@ -111,8 +124,13 @@ class LabelSpec:
     weight: str = "weight"
     group: str = "config_type"
     source: str = "auto"
+    check_magnitudes: bool = True
 
     def __post_init__(self):
+        if not isinstance(self.check_magnitudes, (bool, np.bool_)):
+            raise ValueError(
+                f"LabelSpec.check_magnitudes must be true or false, got {self.check_magnitudes!r}"
+            )
         for field in ("energy", "forces", "weight", "group"):
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
@@ -534,11 +552,15 @@ def _read_one(path, index, format, spec: LabelSpec, group: str | None) -> list[A
         if not _deepmd_systems(path):
             raise DataError(f"{path}: directory is not (and holds no) DeePMD system")
         try:
-            return _select(read_deepmd(path, group=group), index)
+            frames = _select(read_deepmd(path, group=group), index)
         except DataError as exc:
             if str(path) in str(exc):
                 raise
             raise DataError(f"{path}: {exc}") from exc
+        if spec.check_magnitudes:
+            for i, atoms in enumerate(frames):
+                check_label_magnitudes(atoms, labels_of(atoms), where=f"{path}: frame {i}: ")
+        return frames
 
     try:
         fmt = format if format is not None else filetype(str(path))
@@ -565,6 +587,8 @@ def _read_one(path, index, format, spec: LabelSpec, group: str | None) -> list[A
             labels = labels_of(atoms, spec, index=i)
         except DataError as exc:
             raise DataError(f"{path}: {exc}") from exc
+        if spec.check_magnitudes:
+            check_label_magnitudes(atoms, labels, spec, where=f"{path}: frame {i}: ")
         if group is not None:
             labels.group = str(group)
         elif _find_group(atoms, spec) is None:
@@ -576,6 +600,97 @@ def _read_one(path, index, format, spec: LabelSpec, group: str | None) -> list[A
             out.arrays.pop(spec.forces, None)
         frames.append(out)
     return frames
+
+
+def _stress_bound(atoms: Atoms) -> tuple[float, float]:
+    """(bound on |stress| in eV/Å^3, volume per atom in Å^3) of a 3D cell."""
+    from ase.data import covalent_radii
+
+    n = len(atoms)
+    v = abs(atoms.cell.volume) / n
+    v_ref = float(np.sum(4.0 / 3.0 * np.pi * covalent_radii[atoms.numbers] ** 3)) / n
+    x = v / v_ref if v_ref > 0 else 1.0
+    if x >= 1.0:
+        return MIN_STRESS_BOUND, v
+    eta = x ** (1.0 / 3.0)
+    p = 3.0 * _BOUND_B0 * (1.0 - eta) / eta**2 * math.exp(1.5 * (_BOUND_B0P - 1) * (1.0 - eta))
+    return max(MIN_STRESS_BOUND, p), v
+
+
+def _has_close_contact(atoms: Atoms, i: int) -> bool:
+    from ase.data import covalent_radii
+
+    if len(atoms) < 2:
+        return False
+    others = [j for j in range(len(atoms)) if j != i]
+    d = atoms.get_distances(i, others, mic=bool(atoms.pbc.any()))
+    r = covalent_radii[atoms.numbers]
+    return bool(np.any(d < CLOSE_CONTACT * (r[i] + r[others])))
+
+
+def check_label_magnitudes(
+    atoms: Atoms, labels: Labels, spec: LabelSpec | None = None, *, where: str = ""
+) -> None:
+    """Refuse labels whose magnitude no real structure has: the signature of a unit mistake.
+
+    Limits (module constants): ``|E| / N > MAX_ENERGY_PER_ATOM`` (1e6 eV/atom, beyond any
+    total energy, even all-electron); a force above ``MAX_FORCE`` (500 eV/Å) on an atom
+    without a close contact (a neighbour nearer than 0.75 x the sum of covalent radii); a
+    stress component above ``max(1 eV/Å^3, P_Vinet(v / v_ref))``: 1 eV/Å^3 = 160 GPa at
+    ordinary volumes, more for a cell compressed below ``v_ref``, the volume of its atoms'
+    covalent-radius spheres (Vinet with B0 = 480 GPa, B0' = 6: above any real equation of
+    state). So GPa given as eV/Å^3 is caught whenever a frame has more than about 1 GPa at an
+    ordinary volume, while the strongly compressed frames of real data sets (FitSNAP's Ta,
+    3000 GPa at a third of the volume) pass. ``LabelSpec(check_magnitudes=False)`` (``[data.
+    labels] check_magnitudes = false``) turns the check off.
+
+    Raises
+    ------
+    DataError
+        Naming ``where`` (file and frame), the value and the likely unit mistake.
+    """
+    spec = LabelSpec() if spec is None else spec
+    off = "or set [data.labels] check_magnitudes = false (LabelSpec(check_magnitudes=False)) " \
+        "if the values are right"
+    n = max(len(atoms), 1)
+    if labels.energy is not None and abs(labels.energy) / n > MAX_ENERGY_PER_ATOM:
+        raise DataError(
+            f"{where}energy {labels.energy:.6g} eV ({labels.energy / n:.3g} eV/atom) is "
+            f"implausible (|E| > {MAX_ENERGY_PER_ATOM:.0e} eV/atom): is it in meV, J/mol or "
+            f"kJ/mol rather than eV? Convert it to eV, {off}"
+        )
+    if labels.forces is not None and labels.forces.size:
+        norms = np.linalg.norm(labels.forces, axis=1)
+        for i in np.flatnonzero(norms > MAX_FORCE)[:20]:
+            if _has_close_contact(atoms, int(i)):
+                continue
+            raise DataError(
+                f"{where}force {norms[i]:.4g} eV/Å on atom {i} ({atoms[i].symbol}) is "
+                f"implausible (> {MAX_FORCE:g} eV/Å with no close neighbour): is it in meV/Å or "
+                f"Hartree/Bohr (1 Ha/Bohr = {units.Hartree / units.Bohr:.2f} eV/Å) rather than "
+                f"eV/Å? Convert it to eV/Å, {off}"
+            )
+    if labels.stress is not None and _has_3d_cell(atoms):
+        big = float(np.max(np.abs(labels.stress)))
+        bound, v = _stress_bound(atoms)
+        if big > bound:
+            declared = _norm_unit(spec.stress_unit)
+            raw = big / _STRESS_UNITS[declared]
+            names = {"ev/a^3": "eV/A^3", "gpa": "GPa", "kbar": "kbar", "bar": "bar"}
+            smaller = [u for u, f in sorted(_STRESS_UNITS.items(), key=lambda t: -t[1])
+                       if f < _STRESS_UNITS[declared] and raw * f <= bound]
+            if smaller:
+                likely = names[smaller[0]]
+                as_gpa = raw * _STRESS_UNITS[smaller[0]] / units.GPa
+                hint = (f"the file's stress is probably in {likely}, not {spec.stress_unit} (set "
+                        f'[data.labels] stress_unit = "{likely}"; that gives {as_gpa:.3g} GPa)')
+            else:
+                hint = f"check the stress unit ({spec.stress_unit})"
+            raise DataError(
+                f"{where}stress component {big:.4g} eV/Å^3 ({big / units.GPa:.4g} GPa, read as "
+                f"{spec.stress_unit}) is implausible at {v:.3g} Å^3/atom (bound {bound:.3g} "
+                f"eV/Å^3 = {bound / units.GPa:.3g} GPa): {hint}, {off}"
+            )
 
 
 def read_frames(

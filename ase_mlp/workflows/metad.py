@@ -63,7 +63,11 @@ and frames written after the checkpoint by a run that died are dropped first). T
 bit-for-bit continuations: the history of a run of 3 metasteps restarted to 5 equals that
 of an unsplit run of 5. Settings that change the physics (structure, model, pressure,
 Gaussians, thermostat, ...) must not change between the two; ``metasteps``, ``output``,
-``checkpoint_interval``, ``stop_when``, ``xrd`` and ``device`` may.
+``checkpoint_interval``, ``stop_when``, ``xrd`` and ``device`` may. A partial or garbled
+last log line of a run that died is dropped, a truncated checkpoint or trajectory is
+reported with the file and what to do, and temporary ``*.tmp`` files of a failed write are
+removed (on failure and on restart). Coordination cutoffs may only name elements of the
+structure.
 """
 
 from __future__ import annotations
@@ -139,6 +143,9 @@ SCHEMA = _Section({
     "xrd": _Key(_Bool(), default=True),
 })
 
+#: temporary files of the atomic writes, removed on restart
+_TMP_NAMES = ("checkpoint.npz.tmp", "metad.log.tmp", "metad.traj.tmp", "history.json.tmp",
+              "run.json.tmp")
 _OPS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
 _COND = re.compile(r"^\s*(>=|<=|>|<)\s*([-+0-9.eE]+)\s*$")
 #: settings that must not change between a run and its restart
@@ -372,7 +379,13 @@ def _check_restart_settings(path: pathlib.Path, mine: dict, log) -> None:
     if not path.exists():
         log(f"note: {path} not found; cannot check that the settings match the first run")
         return
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as err:
+        from ase_mlp.workflows.md import TruncatedFileError
+
+        raise TruncatedFileError(f"{path} is truncated or corrupt ({err}); remove it to "
+                                 f"restart without checking the settings") from None
     diff = [f"{k} {saved.get(k)!r} (first run) vs {mine.get(k)!r}"
             for k in _FIXED_ON_RESTART if saved.get(k) != mine.get(k)]
     if diff:
@@ -387,20 +400,52 @@ def _trim_outputs(log_path: pathlib.Path, traj_path: pathlib.Path, nsteps: int) 
     dropped = 0
     if log_path.exists():
         lines = log_path.read_text(encoding="utf-8").splitlines(keepends=True)
-        keep = [ln for ln in lines
-                if ln.startswith("#") or not ln.strip() or int(ln.split()[0]) < nsteps]
+
+        def kept(ln: str) -> bool:
+            if not ln.endswith("\n"):
+                return False          # a partial last line (the run died while writing it)
+            if ln.startswith("#") or not ln.strip():
+                return True
+            try:
+                return int(ln.split()[0]) < nsteps
+            except ValueError:
+                return False          # a garbled line
+
+        keep = [ln for ln in lines if kept(ln)]
         if len(keep) < len(lines):
             dropped += len(lines) - len(keep)
-            tmp = log_path.with_name(log_path.name + ".tmp")
-            tmp.write_text("".join(keep), encoding="utf-8")
-            os.replace(tmp, log_path)
+            _write_text(log_path, "".join(keep))
     return dropped + _trim_trajectory(traj_path, nsteps, key="metastep")
 
 
-def _write_json(path: pathlib.Path, obj) -> None:
+def _write_text(path: pathlib.Path, text: str) -> None:
+    """Atomic write of ``path`` (the temporary file is removed if the write fails)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+    _write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+def _check_cutoff_elements(cfg: MetadConfig, atoms) -> None:
+    """Refuse coordination cutoffs for elements the structure lacks (typos, wrong file)."""
+    cut = cfg.coordination_cutoff
+    if not isinstance(cut, dict):
+        return
+    present = set(atoms.get_chemical_symbols())
+    for a, b in sorted(cut):
+        for el in (a, b):
+            if el not in present:
+                raise ValueError(
+                    f"coordination_cutoff.{a}-{b}: element {el!r} is not in the structure "
+                    f"{cfg.structure} (elements {sorted(present)}); give cutoffs only for "
+                    f"pairs of its elements")
 
 
 def _xrd(start, final, csv_path, png_path, log) -> list:
@@ -478,6 +523,7 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
     if restart and not ckpt.exists():
         raise FileNotFoundError(f"no checkpoint to restart from: {ckpt}")
     atoms = _read_start(cfg)
+    _check_cutoff_elements(cfg, atoms)
     if calc is None:
         calc = _model_calculator(cfg)
         calc_name = None
@@ -497,7 +543,11 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
     rng = np.random.default_rng(cfg.seed)
     hessian = None
     if restart:
+        from ase_mlp.workflows.md import _check_npz, _remove_stale_tmp
+
+        _remove_stale_tmp(out, _TMP_NAMES, log)
         _check_restart_settings(paths["settings"], settings, log)
+        _check_npz(ckpt)
         with np.load(ckpt, allow_pickle=False) as z:
             start = int(z["nsteps"])
             if cfg.scaling == "hessian" and z["hessian"].shape == (6, 6):
@@ -580,7 +630,7 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
                     bar.set_postfix_str(post, refresh=False)
                     bar.update(1)
                     if dyn.nsteps % cfg.checkpoint_interval == 0:
-                        dyn.save_state(ckpt)
+                        _save_state(dyn, ckpt)
                         _write_json(paths["history"], dyn.history)
                         saved = dyn.nsteps
                     if _stop_held(cfg.stop_when, fp):
@@ -591,7 +641,7 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
                          if ckpt.exists() else "no checkpoint was written")
                 raise ValueError(f"{err}; {where}") from None
         wall = time.perf_counter() - t0
-        dyn.save_state(ckpt)
+        _save_state(dyn, ckpt)
         _write_json(paths["history"], dyn.history)
     finally:
         dyn.close()
@@ -637,6 +687,13 @@ def run_metad(config, *, calc=None, restart: bool = False, progress: bool = True
         wrote.extend(files)
     log("wrote " + ", ".join(str(p) for p in wrote))
     return summary
+
+
+def _save_state(dyn, ckpt: pathlib.Path) -> None:
+    from ase_mlp.workflows.md import _cleanup_tmp
+
+    with _cleanup_tmp(ckpt):      # no 0-byte checkpoint.npz.tmp after a failed write
+        dyn.save_state(ckpt)
 
 
 def _relax(atoms, calc, cfg: MetadConfig):
