@@ -14,6 +14,122 @@ def default_model_path() -> pathlib.Path:
     return pathlib.Path(str(files("ase_mlp") / "data" / "GaN_nnsnap.pt"))
 
 
+#: File suffixes of the LAMMPS model pairs: a second ``--model`` value must carry one.
+_PAIR_SUFFIXES = (".snapcoeff", ".snapparam", ".model", ".descriptor")
+
+EPILOG = """\
+units: options name the quantity, not the unit; every help text gives the unit in
+parentheses: time (fs), temperature (K), pressure (GPa), length (Å), force (eV/Å),
+energy (eV). The old spellings --dt-fs and --timestep-fs of 'analyze' still work
+(deprecated: use --dt and --timestep).
+
+exit status: 0 success; 1 failure while running (or an NEB that did not converge);
+2 bad input or usage; 130 interrupted. Errors are one line on stderr; --traceback
+(before or after the command) prints the full traceback as well.
+"""
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Help with each option's default, unless it has none (None, False, [])
+    or its help already states it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default == argparse.SUPPRESS
+                or (isinstance(default, list) and not default)
+                or "default" in text or action.nargs == 0 or not action.option_strings):
+            return text
+        if isinstance(default, (list, tuple)):
+            default = " ".join(str(v) for v in default)
+            return f"{text} (default: {default})"
+        return text + " (default: %(default)s)"
+
+
+class _ParserWithModelPairs(argparse.ArgumentParser):
+    """``--model A [B]`` takes a second value only when it is the partner file of a LAMMPS
+    pair (suffix .snapcoeff, .snapparam, .model or .descriptor): a structure file after
+    ``--model`` stays a positional argument (``eval --model a.pt cell.xyz``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(_split_model_values(args), namespace)
+
+
+def _split_model_values(argv: list[str]) -> list[str]:
+    """Rewrite ``--model A B`` as ``--model A --model B`` when B has a pair suffix."""
+    out, k = [], 0
+    while k < len(argv):
+        tok = argv[k]
+        out.append(tok)
+        k += 1
+        if tok == "--":
+            out += argv[k:]
+            break
+        if tok == "--model" and k < len(argv):
+            out.append(argv[k])          # the first value, whatever it is
+            k += 1
+        elif not tok.startswith("--model="):
+            continue
+        if (k < len(argv) and not argv[k].startswith("-")
+                and pathlib.Path(argv[k]).suffix.lower() in _PAIR_SUFFIXES):
+            out += ["--model", argv[k]]
+            k += 1
+    return out
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A hidden old spelling of an option: stores into the new option's ``dest``, records
+    the spelling used in ``<dest>_flag`` and prints a deprecation note on stderr."""
+
+    def __init__(self, option_strings, dest, new: str, **kw):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_flag", option_string)
+        print(f"{parser.prog}: note: {option_string} is deprecated, use {self.new}",
+              file=sys.stderr)
+
+
+class _Flagged(argparse.Action):
+    """Store the value and the spelling used (``<dest>_flag``), for messages."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest + "_flag", option_string)
+
+
+def _device(text: str) -> str:
+    """--device: a torch device string (cpu, cuda, cuda:N, ...), checked when parsed."""
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r}: use cpu, cuda or cuda:N") from None
+    return text
+
+
+def _read(path, index=None, *, what="file"):
+    """``ase.io.read`` with a message naming the file when ASE cannot tell its format."""
+    from ase.io import read
+    from ase.io.formats import UnknownFileTypeError
+
+    try:
+        return read(path, index=index)
+    except UnknownFileTypeError as err:
+        if str(err).startswith("Empty file"):
+            raise ValueError(f"{path}: the file is empty") from None
+        raise ValueError(f"{path}: ASE cannot read this {what} (unknown format {str(err)!r}); "
+                         f"give a file ASE reads (e.g. .xyz, .extxyz, .traj, .cif, POSCAR)"
+                         ) from None
+    except StopIteration:  # some ASE readers on an empty file
+        raise ValueError(f"{path}: no structure in the file") from None
+
+
 def _calculator(paths, device, dtype, threads=None):
     from ase_mlp.calculators import MLPCalculator
 
@@ -47,6 +163,7 @@ def cmd_demo(args) -> int:
     """NPT MD of wurtzite GaN with the embedded NN-SNAP (or any GaN model)."""
     from ase_mlp.workflows.demo import run_demo
 
+    _check_outdir(args.output)
     calc = _calculator(args.model, args.device, args.dtype)
     missing = {"Ga", "N"} - set(calc.elements)
     if missing:
@@ -70,6 +187,7 @@ def cmd_md(args) -> int:
     if args.thermostat == "bussi" and args.pressure is not None:  # before loading anything
         raise ValueError("the bussi thermostat is not supported at constant pressure: use "
                          "--thermostat langevin (LangevinBAOAB barostat) or qtb/adqtb")
+    _check_outdir(args.output)
     atoms = _read_structure(args.structure)
     calc = _calculator(args.model, args.device, args.dtype)
     missing = set(atoms.get_chemical_symbols()) - set(calc.elements)
@@ -105,6 +223,8 @@ def cmd_metad(args) -> int:
         config = dataclasses.replace(config, metasteps=args.metasteps)
     if args.output is not None:
         config = dataclasses.replace(config, output=pathlib.Path(args.output))
+    _check_outdir(config.output, "--output" if args.output is not None else
+                  f"output (of {args.config})")
     res = run_metad(config, restart=args.restart, progress=not args.quiet,
                     plots=not args.no_plots, log=say)
     if args.quiet:  # the one-line summary is printed even when quiet
@@ -117,27 +237,28 @@ def cmd_metad(args) -> int:
 
 
 def _frame_spacing(frames, args) -> tuple[float, str]:
-    """Time between frames (fs): --dt-fs, frame times, or --timestep-fs x --interval."""
+    """Time between frames (fs): --dt, frame times, or --timestep x --interval."""
     import numpy as np
 
-    if args.dt_fs is not None:
-        if not args.dt_fs > 0:
-            raise ValueError(f"--dt-fs must be > 0, got {args.dt_fs}")
-        return float(args.dt_fs), "--dt-fs"
+    dt_flag, ts_flag = args.dt_flag, args.timestep_flag
+    if args.dt is not None:
+        if not args.dt > 0:
+            raise ValueError(f"{dt_flag} must be > 0 fs, got {args.dt}")
+        return float(args.dt), dt_flag
     times = [a.info.get("time_fs") for a in frames]
     if all(t is not None for t in times):
         d = np.diff(np.asarray(times, dtype=float))
         if len(d) and d[0] > 0 and np.allclose(d, d[0], rtol=1e-6, atol=1e-9):
             return float(d[0]), "the frames' time_fs"
         raise ValueError("the frames' times (atoms.info['time_fs']) are not evenly spaced "
-                         "(a trajectory of several runs?): give --dt-fs")
-    if args.timestep_fs is not None and args.interval is not None:
-        if not (args.timestep_fs > 0 and args.interval >= 1):
-            raise ValueError("--timestep-fs must be > 0 and --interval >= 1")
-        return float(args.timestep_fs) * args.interval, "--timestep-fs x --interval"
+                         "(a trajectory of several runs?): give --dt")
+    if args.timestep is not None and args.interval is not None:
+        if not (args.timestep > 0 and args.interval >= 1):
+            raise ValueError(f"{ts_flag} must be > 0 fs and --interval >= 1")
+        return float(args.timestep) * args.interval, f"{ts_flag} x --interval"
     raise ValueError("cannot tell the time between frames: the frames carry no time "
-                     "(atoms.info['time_fs'], written by 'ase-mlp md'); give --dt-fs, or "
-                     "--timestep-fs and --interval")
+                     "(atoms.info['time_fs'], written by 'ase-mlp md'); give --dt, or "
+                     "--timestep and --interval")
 
 
 def _write_csv(path, header, columns) -> None:
@@ -145,6 +266,20 @@ def _write_csv(path, header, columns) -> None:
 
     np.savetxt(path, np.column_stack(columns), delimiter=",", header=",".join(header),
                comments="", fmt="%.10g")
+
+
+def _diffusion_line(label: str, fit) -> str:
+    """``D(X) = ...`` when the fit window is diffusive, else why no D is reported."""
+    from ase_mlp.analysis.diffusion import ALPHA_TOL
+
+    if fit.is_diffusive():
+        return (f"  D({label}) = {fit.D_cm2_s:.4e} ± {fit.D_err_cm2_s:.1e} cm^2/s "
+                f"(MSD ~ t^{fit.alpha:.2f})")
+    if fit.regime() == "plateau":
+        return (f"  {label}: no diffusion: MSD plateaus at {fit.msd_window_mean:.4g} Å^2 "
+                f"(MSD ~ t^{fit.alpha:.2f} in the window; no D reported)")
+    return (f"  {label}: no linear regime: MSD ~ t^{fit.alpha:.2f} in the window (diffusion "
+            f"needs an exponent 1 ± {ALPHA_TOL:g}); no D reported: run longer")
 
 
 def _plot_or_note(fn, *a, **kw) -> bool:
@@ -159,7 +294,6 @@ def _plot_or_note(fn, *a, **kw) -> bool:
 def cmd_analyze(args) -> int:
     """MSD and diffusion coefficients, partial RDFs, VDOS and zero-point temperature."""
     import numpy as np
-    from ase.io import read
 
     from ase_mlp.analysis import (
         diffusion_coefficient,
@@ -169,18 +303,21 @@ def cmd_analyze(args) -> int:
         vdos,
         zero_point_temperature,
     )
+    from ase_mlp.analysis.spectra import signal_cutoff
 
     explicit = args.msd or args.rdf or args.vdos
     do_msd, do_rdf, do_vdos = (args.msd, args.rdf, args.vdos) if explicit else (True,) * 3
     if args.skip < 0:
         raise ValueError(f"--skip must be >= 0, got {args.skip}")
-    frames = read(args.trajectory, index=f"{args.skip}:")
+    frames = _read(args.trajectory, index=f"{args.skip}:", what="trajectory")
     if not isinstance(frames, list):
         frames = [frames]
     if len(frames) < 2:
         raise ValueError(f"{args.trajectory}: {len(frames)} frame(s) after --skip "
                          f"{args.skip}; at least 2 are needed")
-    out = _outdir(args.output)
+    traj = pathlib.Path(args.trajectory)
+    out = _outdir(args.output if args.output is not None
+                  else traj.parent / f"{traj.stem}_analysis")
     wrote = []
     has_v = any(a.has("momenta") and np.any(a.get_momenta()) for a in frames)
     if do_vdos and not has_v:
@@ -208,13 +345,15 @@ def cmd_analyze(args) -> int:
         _write_csv(out / "msd.csv", ["t_fs"] + [f"msd_{k}_A2" for k in keys],
                    [t] + [m[k] for k in keys])
         wrote.append(out / "msd.csv")
-        if _plot_or_note(plots.plot_msd, t, m, fit=fits, filename=out / "msd.png"):
+        diffusive = {k: f for k, f in fits.items() if f.is_diffusive()}
+        if _plot_or_note(plots.plot_msd, t, m, fit=diffusive, filename=out / "msd.png"):
             wrote.append(out / "msd.png")
         w0, w1 = next(iter(fits.values())).fit_window
-        print(f"diffusion coefficients (fit of MSD = 6 D t + c over {w0:g}-{w1:g} fs; the "
-              f"error is the least-squares slope error, a lower bound):")
+        print(f"diffusion coefficients (fit of MSD = 6 D t + c over {w0:g}-{w1:g} fs, "
+              f"reported where the MSD is linear there; the error is the least-squares "
+              f"slope error, a lower bound):")
         for k, f in fits.items():
-            print(f"  D({k}) = {f.D_cm2_s:.4e} ± {f.D_err_cm2_s:.1e} cm^2/s")
+            print(_diffusion_line(k, f))
     if do_rdf:
         r, g = partial_rdf(frames, args.rmax, args.nbins)
         pairs = [p for p in g if p[0] <= p[1]]
@@ -235,6 +374,14 @@ def cmd_analyze(args) -> int:
         wrote.append(out / "vdos.csv")
         if _plot_or_note(plots.plot_vdos, omega, g, filename=out / "vdos.png"):
             wrote.append(out / "vdos.png")
+        top, nyquist = signal_cutoff(omega, g) * 1e3 / (2 * np.pi), omega[-1] * 1e3 / (2 * np.pi)
+        if top < nyquist:
+            print(f"VDOS signal up to {top:.2f} THz (below 1e-3 of its maximum beyond; the "
+                  f"plot stops there, vdos.csv goes on to {nyquist:.1f} THz)")
+        else:
+            print(f"note: the VDOS stays above 1e-3 of its maximum up to {nyquist:.1f} THz, "
+                  f"half the frame rate (aliasing or noise: store frames more often or run "
+                  f"longer)")
         tz = zero_point_temperature(omega, g["all"])
         print(f"T_zero = {tz:.1f} K (zero-point temperature of the VDOS, "
               f"(1/kB) int g(w) hbar w / 2 dw)")
@@ -288,9 +435,9 @@ def _eval_metrics(args, calc) -> None:
 
 def _eval_structures(args, calc) -> None:
     import numpy as np
-    from ase.io import read, write
+    from ase.io import write
 
-    images = read(args.structures, index=args.index)
+    images = _read(args.structures, index=args.index, what="structure file")
     if not isinstance(images, list):
         images = [images]
     props = ("energy", "forces", "stress") if all(a.cell.rank == 3 for a in images) \
@@ -320,18 +467,28 @@ def cmd_fit(args) -> int:
 
 
 def _read_structure(path, index=-1):
-    from ase.io import read
-
-    atoms = read(path, index=index)
+    atoms = _read(path, index=index, what="structure file")
     if len(atoms) == 0:
         raise ValueError(f"{path}: no atoms")
     return atoms
 
 
-def _outdir(path) -> pathlib.Path:
+def _outdir(path, flag: str = "--output") -> pathlib.Path:
     out = pathlib.Path(path)
+    _check_outdir(out, flag)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _check_outdir(path, flag: str = "--output") -> None:
+    """A clear error when an output directory (or one of its parents) is an existing file."""
+    if path is None:
+        return
+    p = pathlib.Path(path)
+    for q in (p, *p.parents):
+        if q.exists() and not q.is_dir():
+            raise ValueError(f"{flag} {p}: {q} is an existing file, not a directory; give "
+                             f"{flag} a directory path (it is created if missing)")
 
 
 def _relaxed(atoms, calc, args, say):
@@ -354,13 +511,15 @@ def cmd_phonons(args) -> int:
     from ase_mlp.workflows.phonons import compute_forces, phonon_summary, phonons
 
     say = (lambda *a: None) if args.quiet else print
+    bar = _progress(args)
+    _check_outdir(args.output)
     calc = _calculator(args.model, args.device, args.dtype)
     if args.phonopy:  # the phonopy CLI route: phonopy -d ... ; ase-mlp phonons --phonopy
         import phonopy
         from phonopy.file_IO import write_FORCE_SETS
 
         phonon = phonopy.load(args.phonopy, produce_fc=False, log_level=0)
-        forces = compute_forces(phonon, calc, batch_size=args.batch_size)
+        forces = compute_forces(phonon, calc, batch_size=args.batch_size, progress=bar)
         target = pathlib.Path(args.phonopy).with_name("FORCE_SETS")
         if args.output:
             target = _outdir(args.output) / "FORCE_SETS"
@@ -378,7 +537,8 @@ def cmd_phonons(args) -> int:
         np.reshape(args.supercell, (3, 3)) if len(args.supercell) == 9 else args.supercell)
     atoms = _relaxed(_read_structure(args.structure), calc, args, say)
     out = _outdir(args.output or "phonons")
-    phonon = phonons(atoms, calc, smat, distance=args.distance, batch_size=args.batch_size)
+    phonon = phonons(atoms, calc, smat, distance=args.distance, batch_size=args.batch_size,
+                     progress=bar)
     phonon.save(str(out / "phonopy_params.yaml"))
     summary = phonon_summary(phonon, mesh=args.mesh, temperatures=args.temperatures,
                              plot=None if args.no_plot else out / "phonons.png")
@@ -406,16 +566,23 @@ def cmd_phonons(args) -> int:
     return 0
 
 
+def _progress(args) -> bool:
+    """Progress bar on stderr: unless --quiet, and only on a terminal."""
+    return not args.quiet and sys.stderr.isatty()
+
+
 def cmd_neb(args) -> int:
     """Minimum-energy path with a batched, improved-tangent, climbing-image NEB."""
-    from ase.io import read, write
+    from ase.io import write
 
     from ase_mlp.workflows.neb import run_neb
 
     say = (lambda *a: None) if args.quiet else print
+    bar = _progress(args)
+    _check_outdir(args.output)
     calc = _calculator(args.model, args.device, args.dtype)
     if len(args.endpoints) == 1:
-        band = read(args.endpoints[0], index=":")
+        band = _read(args.endpoints[0], index=":", what="structure file")
         if len(band) < 2:
             raise ValueError(f"{args.endpoints[0]}: needs at least 2 frames (initial and "
                              f"final), or give two files")
@@ -437,8 +604,8 @@ def cmd_neb(args) -> int:
     res = run_neb(initial, final, calc, n_images=args.images,
                   interpolation=args.interpolation, climb=not args.no_climb,
                   optimizer=args.optimizer, fmax=args.fmax, steps=args.steps,
-                  method=args.method, k=args.k,
-                  logfile=None if args.quiet else "-")
+                  method=args.method, k=args.k, progress=bar,
+                  logfile=None if args.quiet or bar else "-")
     write(out / "neb.traj", res["images"])
     e = res["energies"]
     say(f"{'image':>5} {'E - E0 (eV)':>12}")
@@ -461,6 +628,7 @@ def cmd_elastic(args) -> int:
     from ase_mlp.workflows.elastic import elastic_constants, equation_of_state
 
     say = (lambda *a: None) if args.quiet else print
+    _check_outdir(args.output)
     calc = _calculator(args.model, args.device, args.dtype)
     atoms = _read_structure(args.structure)
     if atoms.cell.rank != 3 or not atoms.pbc.all():
@@ -497,8 +665,6 @@ def cmd_locality(args) -> int:
     """Force locality test: |dF| on central atoms when atoms beyond R are perturbed."""
     import json
 
-    from ase.io import read
-
     from ase_mlp.workflows.locality import locality_test, plot_locality
 
     say = (lambda *a: None) if args.quiet else print
@@ -508,7 +674,7 @@ def cmd_locality(args) -> int:
     atoms = _read_structure(args.structure)
     mode = "random"
     if args.snapshots:
-        mode = read(args.snapshots, index=":")
+        mode = _read(args.snapshots, index=":", what="snapshot file")
     if args.repeat:
         atoms = atoms.repeat(tuple(args.repeat))
         if args.snapshots:
@@ -572,26 +738,71 @@ def _plot_eos(eos: dict, path) -> None:
     fig.savefig(path, dpi=120)
 
 
+#: Output suffixes of ``convert`` and what they write.
+_CONVERT_SUFFIXES = {
+    ".pt": "ase_mlp's own format (one file)",
+    ".snapcoeff": "LAMMPS SNAP, with a .snapparam file",
+    ".snapparam": "LAMMPS SNAP, with a .snapcoeff file",
+    ".model": "LAMMPS ML-IAP, with a .descriptor file",
+    ".descriptor": "LAMMPS ML-IAP, with a .model file",
+}
+_PARTNER = {".snapcoeff": ".snapparam", ".snapparam": ".snapcoeff", ".model": ".descriptor",
+            ".descriptor": ".model"}
+
+
+def _convert_writer(outputs: list[pathlib.Path]):
+    """Choose the writer from the output suffixes; ``(kind, {suffix: path})``."""
+    supported = "; ".join(f"{k} ({v})" for k, v in _CONVERT_SUFFIXES.items())
+    by_suffix: dict[str, pathlib.Path] = {}
+    for p in outputs:
+        suf = p.suffix.lower()
+        if suf not in _CONVERT_SUFFIXES:
+            raise ValueError(f"--outputs {p}: unknown output suffix {suf or '(none)'!r}; "
+                             f"supported: {supported}")
+        if suf in by_suffix:
+            raise ValueError(f"--outputs: two {suf} files ({by_suffix[suf]}, {p}); give one")
+        by_suffix[suf] = p
+    kinds = set(by_suffix)
+    if kinds == {".pt"}:
+        return "ours", by_suffix
+    if ".pt" in kinds:
+        raise ValueError("--outputs: a .pt file is a complete model on its own; give it "
+                         "alone, or a LAMMPS pair")
+    if kinds == {".snapcoeff", ".snapparam"}:
+        return "snap", by_suffix
+    if kinds == {".model", ".descriptor"}:
+        return "mliap", by_suffix
+    if len(outputs) == 1:
+        (suf, p), = by_suffix.items()
+        partner = p.with_suffix(_PARTNER[suf])
+        raise ValueError(f"--outputs {p}: a {_CONVERT_SUFFIXES[suf].split(',')[0]} model is "
+                         f"a pair of files; give its {_PARTNER[suf]} partner too, e.g. "
+                         f"--outputs {p} {partner}")
+    raise ValueError(f"--outputs {' '.join(map(str, outputs))}: not a pair of one format; "
+                     f"give .snapcoeff + .snapparam (SNAP), .model + .descriptor (ML-IAP) or "
+                     f"one .pt file")
+
+
 def cmd_convert(args) -> int:
-    """Convert between ase_mlp's format and LAMMPS SNAP / ML-IAP files."""
+    """Convert between ase_mlp's format and LAMMPS SNAP / ML-IAP files (by output suffix)."""
     from ase_mlp.calculators import load_model
 
-    model = load_model(*args.inputs)
     out = [pathlib.Path(p) for p in args.outputs]
-    if len(out) == 1:
-        model.save(out[0])
+    kind, files = _convert_writer(out)           # before loading: a typo fails fast
+    for p in out:
+        _check_outdir(p.parent, "--outputs")
+    model = load_model(*args.inputs)
+    for p in out:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "ours":
+        model.save(files[".pt"])
     else:
         from ase_mlp.io import lammps as lio
 
-        names = "".join(p.name for p in out)
-        if "snapcoeff" in names or "snapparam" in names:
-            coeff = next(p for p in out if "snapcoeff" in p.name)
-            param = next(p for p in out if p is not coeff)
-            lio.write_snap(model, coeff, param)
+        if kind == "snap":
+            lio.write_snap(model, files[".snapcoeff"], files[".snapparam"])
         else:
-            desc = next((p for p in out if "descriptor" in p.name), out[1])
-            mod = next(p for p in out if p is not desc)
-            lio.write_mliap(model, mod, desc)
+            lio.write_mliap(model, files[".model"], files[".descriptor"])
     print(f"wrote {' '.join(map(str, out))}")
     return 0
 
@@ -659,15 +870,34 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ase-mlp", description="Machine-learning potentials for ASE")
-    sub = p.add_subparsers(dest="command", required=True)
+    from ase_mlp import __version__
 
-    def common(sp, model_nargs="*"):
-        sp.add_argument("--model", nargs=model_nargs, default=[], metavar="PATH",
-                        help="model file(s): ours, or a LAMMPS .snapcoeff/.snapparam or ML-IAP "
-                             "pair (default: the embedded GaN NN-SNAP)")
-        sp.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-        sp.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p = _ParserWithModelPairs(prog="ase-mlp", description="Machine-learning potentials for ASE",
+                              epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("--traceback", action="store_true",
+                   help="on an error, print the full traceback as well as the one-line message")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_ParserWithModelPairs)
+    add_parser = sub.add_parser
+
+    def add(name, **kw):
+        sp = add_parser(name, description=kw.get("help"), formatter_class=_HelpFormatter, **kw)
+        sp.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="on an error, print the full traceback as well")
+        return sp
+
+    sub.add_parser = add
+
+    def common(sp):
+        sp.add_argument("--model", action="append", default=[], metavar="PATH",
+                        help="model file: ours (.pt), or a LAMMPS pair given as two values "
+                             "(--model X.snapcoeff X.snapparam, or X.model X.descriptor; a "
+                             "structure after them stays positional); default: the embedded "
+                             "GaN NN-SNAP")
+        sp.add_argument("--device", default=None, type=_device,
+                        help="cpu, cuda or cuda:N (default: cuda if available)")
+        sp.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                        help="floating-point precision of the model")
         _threads_arg(sp)
 
     d = sub.add_parser("demo", help="run the main job on the embedded default model")
@@ -675,14 +905,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--repeat", type=int, nargs=3, default=[3, 2, 2], metavar=("NA", "NB", "NC"),
                    help="supercell of the 8-atom orthohexagonal wurtzite cell (3 2 2: 96 atoms)")
     d.add_argument("--steps", type=int, default=300, help="MD steps")
-    d.add_argument("--timestep", type=float, default=2.0, help="fs")
-    d.add_argument("--temperature", type=float, default=300.0, help="K")
-    d.add_argument("--pressure", type=float, default=0.0, help="GPa")
+    d.add_argument("--timestep", type=float, default=2.0, help="MD timestep (fs)")
+    d.add_argument("--temperature", type=float, default=300.0, help="temperature (K)")
+    d.add_argument("--pressure", type=float, default=0.0, help="pressure (GPa)")
     d.add_argument("--interval", type=int, default=10, help="steps between samples/frames")
     d.add_argument("--output", default="ase_mlp_demo", help="directory for traj, csv, png")
-    d.add_argument("--no-plot", action="store_true")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--quiet", action="store_true")
+    d.add_argument("--no-plot", action="store_true", help="do not write the png")
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("md", help="molecular dynamics: Langevin, Bussi, quantum thermal bath "
@@ -694,15 +924,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="langevin (ASE Langevin; LangevinBAOAB with --pressure), bussi "
                         "(velocity rescaling, NVT only), qtb or adqtb (quantum thermal bath, "
                         "plain or adaptive)")
-    m.add_argument("--temperature", type=float, default=300.0, help="K")
+    m.add_argument("--temperature", type=float, default=300.0, help="temperature (K)")
     m.add_argument("--steps", type=int, default=1000,
                    help="MD steps (with --restart: further steps)")
-    m.add_argument("--timestep", type=float, default=1.0, help="fs")
+    m.add_argument("--timestep", type=float, default=1.0, help="MD timestep (fs)")
     m.add_argument("--friction", type=float, default=None,
-                   help="1/fs (default 0.01 for langevin and qtb, 0.02 for adqtb)")
+                   help="friction (1/fs; default 0.01 for langevin and qtb, 0.02 for adqtb)")
     m.add_argument("--taut", type=float, default=100.0, help="bussi time constant (fs)")
     m.add_argument("--pressure", type=float, default=None,
-                   help="GPa: constant pressure (langevin, qtb, adqtb), isotropic cell")
+                   help="pressure (GPa): constant pressure (langevin, qtb, adqtb), isotropic "
+                        "cell; default: constant volume")
     m.add_argument("--full-cell", action="store_true",
                    help="with --pressure: anisotropic (full) cell fluctuations")
     m.add_argument("--interval", type=int, default=10,
@@ -745,14 +976,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="VDOS and T_zero (needs velocities); default: all three analyses")
     an.add_argument("--rmax", type=float, default=6.0, help="RDF range (Å)")
     an.add_argument("--nbins", type=int, default=120, help="RDF bins")
-    an.add_argument("--dt-fs", type=float, default=None,
+    an.add_argument("--dt", type=float, default=None, action=_Flagged, metavar="FS",
                     help="time between frames (fs); default: from the frames' "
                          "atoms.info['time_fs'] (ase-mlp md writes it), else "
-                         "--timestep-fs x --interval")
-    an.add_argument("--timestep-fs", type=float, default=None, help="MD timestep (fs)")
+                         "--timestep x --interval")
+    an.add_argument("--dt-fs", dest="dt", type=float, action=_DeprecatedAlias, new="--dt")
+    an.add_argument("--timestep", type=float, default=None, action=_Flagged, metavar="FS",
+                    help="MD timestep (fs), with --interval")
+    an.add_argument("--timestep-fs", dest="timestep", type=float, action=_DeprecatedAlias,
+                    new="--timestep")
     an.add_argument("--interval", type=int, default=None, help="MD steps between frames")
     an.add_argument("--skip", type=int, default=0, help="frames to discard at the start")
-    an.add_argument("--output", default="analysis", help="directory for csv and png files")
+    an.add_argument("--output", default=None, metavar="DIR",
+                    help="directory for the csv and png files (default: TRAJ_analysis beside "
+                         "the trajectory file TRAJ.ext)")
+    an.set_defaults(dt_flag="--dt", timestep_flag="--timestep")
     an.set_defaults(func=cmd_analyze)
 
     e = sub.add_parser("eval", help="evaluate structures from a file (any format ASE reads), "
@@ -761,13 +999,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("inputs", nargs="*", metavar="FILE",
                    help="STRUCTURES: evaluate them (energies and forces table); or MODEL "
                         "DATA...: error metrics of MODEL on the labelled DATA files")
-    e.add_argument("--index", default=":", help="ASE index string (default ':' = all frames)")
+    e.add_argument("--index", default=":", help="ASE index string (':' = all frames)")
     e.add_argument("-o", "--output", help="write structures with results (e.g. out.extxyz)")
     e.add_argument("--data", nargs="+", default=[], metavar="PATH",
                    help="labelled files (extxyz, ASE db, DeePMD dirs...): print RMSE/MAE of "
                         "energy, forces and stress, overall and per group")
     e.add_argument("--stress-unit", default="eV/A^3",
-                   help="unit of the stress labels in --data: eV/A^3 (default), GPa, kbar, bar")
+                   help="unit of the stress labels in --data: eV/A^3, GPa, kbar, bar")
     e.add_argument("--stress-sign", default="ase", choices=["ase", "compressive"],
                    help="sign of the stress labels in --data (compressive: VASP/LAMMPS)")
     e.add_argument("--metrics", metavar="JSON", help="also write the --data metrics as JSON")
@@ -788,9 +1026,10 @@ def build_parser() -> argparse.ArgumentParser:
     def relax_opts(sp):
         sp.add_argument("--relax", action="store_true",
                         help="relax positions and cell first (FrechetCellFilter + BFGS)")
-        sp.add_argument("--pressure", type=float, default=0.0, help="GPa, with --relax")
+        sp.add_argument("--pressure", type=float, default=0.0,
+                        help="pressure (GPa) of the --relax")
         sp.add_argument("--fmax-relax", type=float, default=1e-4,
-                        help="eV/Å, with --relax (default 1e-4)")
+                        help="force threshold (eV/Å) of the --relax")
 
     ph = sub.add_parser("phonons", help="phonons with phonopy: bands, DOS, thermal "
                         "properties, zero-point energy (displacements in batched calls)")
@@ -799,17 +1038,21 @@ def build_parser() -> argparse.ArgumentParser:
     ph.add_argument("--supercell", type=int, nargs="+", metavar="N",
                     help="supercell: N, NA NB NC, or a 3x3 matrix as 9 integers")
     ph.add_argument("--distance", type=float, default=0.01, help="displacement (Å)")
-    ph.add_argument("--mesh", type=int, nargs=3, default=[20, 20, 20], metavar="N")
+    ph.add_argument("--mesh", type=int, nargs=3, default=[20, 20, 20], metavar="N",
+                    help="q-point mesh of the DOS and thermal properties")
     ph.add_argument("--temperatures", type=float, nargs="+",
-                    default=[0, 100, 200, 300, 500, 1000], metavar="K")
+                    default=[0, 100, 200, 300, 500, 1000], metavar="K",
+                    help="temperatures (K) of the thermal properties")
     ph.add_argument("--phonopy", metavar="YAML",
                     help="instead: evaluate the displacements of phonopy_disp.yaml (from "
                          "'phonopy -d') and write FORCE_SETS for the phonopy CLI")
-    ph.add_argument("--batch-size", type=int, default=64)
+    ph.add_argument("--batch-size", type=_positive_int, default=64,
+                    help="displaced supercells per model call")
     ph.add_argument("--output", help="output directory (default: phonons; with --phonopy, "
                     "FORCE_SETS goes beside the yaml file)")
-    ph.add_argument("--no-plot", action="store_true")
-    ph.add_argument("--quiet", action="store_true")
+    ph.add_argument("--no-plot", action="store_true", help="do not write phonons.png")
+    ph.add_argument("--quiet", action="store_true",
+                    help="no progress bar or messages (the bar shows only on a terminal)")
     relax_opts(ph)
     ph.set_defaults(func=cmd_phonons)
 
@@ -818,34 +1061,39 @@ def build_parser() -> argparse.ArgumentParser:
     common(nb)
     nb.add_argument("endpoints", nargs="+", metavar="FILE",
                     help="INITIAL FINAL, or one file whose first/last frames are the ends")
-    nb.add_argument("--images", type=int, default=5, help="intermediate images")
-    nb.add_argument("--interpolation", default="idpp", choices=["idpp", "linear"])
+    nb.add_argument("--images", type=_positive_int, default=5, help="intermediate images")
+    nb.add_argument("--interpolation", default="idpp", choices=["idpp", "linear"],
+                    help="initial path")
     nb.add_argument("--no-climb", action="store_true", help="plain NEB (no climbing image)")
     nb.add_argument("--optimizer", default="FIRE", help="ASE optimiser: FIRE, BFGS, MDMin")
     nb.add_argument("--method", default="improvedtangent",
-                    choices=["improvedtangent", "aseneb", "eb", "spline", "string"])
+                    choices=["improvedtangent", "aseneb", "eb", "spline", "string"],
+                    help="NEB tangent and spring method (ase.mep.NEB)")
     nb.add_argument("--k", type=float, default=0.1, help="spring constant (eV/Å²)")
-    nb.add_argument("--fmax", type=float, default=0.05, help="eV/Å")
-    nb.add_argument("--steps", type=int, default=500)
+    nb.add_argument("--fmax", type=float, default=0.05,
+                    help="convergence threshold on the NEB forces (eV/Å)")
+    nb.add_argument("--steps", type=_positive_int, default=500, help="optimiser steps at most")
     nb.add_argument("--relax-endpoints", action="store_true",
                     help="relax the end points (fixed cell) to fmax/5 first")
     nb.add_argument("--output", default="neb", help="output directory")
-    nb.add_argument("--no-plot", action="store_true")
-    nb.add_argument("--quiet", action="store_true")
+    nb.add_argument("--no-plot", action="store_true", help="do not write neb.png")
+    nb.add_argument("--quiet", action="store_true",
+                    help="no progress bar or messages (the bar shows only on a terminal; "
+                         "elsewhere the optimiser's log is printed)")
     nb.set_defaults(func=cmd_neb)
 
     el = sub.add_parser("elastic", help="equation of state and elastic constants")
     common(el)
     el.add_argument("structure", help="periodic structure (any format ASE reads)")
-    el.add_argument("--delta", type=float, default=0.005, help="largest strain")
+    el.add_argument("--delta", type=float, default=0.005, help="largest strain (unitless)")
     el.add_argument("--n", type=int, default=5, help="strains per component")
     el.add_argument("--eos-strain", type=float, default=0.02,
-                    help="largest linear strain of the EOS scan")
+                    help="largest linear strain of the EOS scan (unitless)")
     el.add_argument("--relax-ions", action="store_true",
                     help="relaxed-ion constants (relax positions in each strained cell)")
     el.add_argument("--output", default="elastic", help="output directory")
-    el.add_argument("--no-plot", action="store_true")
-    el.add_argument("--quiet", action="store_true")
+    el.add_argument("--no-plot", action="store_true", help="do not write eos.png")
+    el.add_argument("--quiet", action="store_true", help="no messages")
     relax_opts(el)
     el.set_defaults(func=cmd_elastic)
 
@@ -868,18 +1116,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="build this supercell of the structure (and snapshots) first")
     lo.add_argument("--seed", type=int, default=0, help="random seed")
     lo.add_argument("--tol", type=float, default=None,
-                    help="print the smallest tested R from which the RMS stays below TOL "
-                         "(eV/Å)")
+                    help="force threshold (eV/Å): print the smallest tested R from which the "
+                         "RMS stays below it")
     lo.add_argument("--batch-size", type=int, default=None,
                     help="structures per model call (default: ~20 000 atoms per call)")
     lo.add_argument("--output", help="write the results: .json (all values) or .csv")
     lo.add_argument("--plot", metavar="PNG", help="plot |dF| against R (needs matplotlib)")
-    lo.add_argument("--quiet", action="store_true")
+    lo.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     lo.set_defaults(func=cmd_locality)
 
-    c = sub.add_parser("convert", help="convert model files (ours <-> LAMMPS SNAP / ML-IAP)")
-    c.add_argument("--inputs", nargs="+", required=True)
-    c.add_argument("--outputs", nargs="+", required=True)
+    c = sub.add_parser("convert", help="convert model files (ours <-> LAMMPS SNAP / ML-IAP); "
+                       "the output suffixes choose the format")
+    c.add_argument("--inputs", nargs="+", required=True, metavar="FILE",
+                   help="the model: one .pt file, or a LAMMPS pair (.snapcoeff .snapparam, "
+                        ".model .descriptor) or wrapper (.snap, .mliap)")
+    c.add_argument("--outputs", nargs="+", required=True, metavar="FILE",
+                   help="X.pt (ours); X.snapcoeff X.snapparam (LAMMPS SNAP, linear and "
+                        "quadratic models); X.model X.descriptor (LAMMPS ML-IAP, also NN-SNAP)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe a model")
@@ -906,13 +1159,13 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--sockets-prefix", default="/tmp/ipi_",
                     help="prefix of unix socket files (i-PI's sockets_prefix)")
     ip.add_argument("--connect-timeout", type=float, default=60.0,
-                    help="seconds to wait for the server at start-up")
+                    help="time (s) to wait for the server at start-up")
     ip.add_argument("--timeout", type=float, default=None,
-                    help="give up after this many seconds without a message (default: never)")
+                    help="give up after this time (s) without a message (default: never)")
     ip.add_argument("--reconnect", type=float, default=0.0,
                     help="when the server goes away without EXIT, try to reconnect for this "
-                         "many seconds (e.g. while i-PI restarts); default: stop at once")
-    ip.add_argument("--quiet", action="store_true")
+                         "time (s), e.g. while i-PI restarts; 0: stop at once")
+    ip.add_argument("--quiet", action="store_true", help="no messages")
     ip.set_defaults(func=cmd_ipi_driver)
 
     bn = sub.add_parser("bench", help="throughput (atom-steps/s) of SNAP energy+forces+stress: "
@@ -938,16 +1191,59 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_input_error(err: BaseException) -> bool:
+    """Errors in what the user gave (exit status 2) rather than failures while running."""
+    from ase.io.formats import UnknownFileTypeError
+
+    return isinstance(err, (ValueError, TypeError, KeyError, OSError, UnknownFileTypeError))
+
+
+def _error_message(err: BaseException) -> str:
+    """One line for any exception: its own message where it has a useful one."""
+    name = type(err).__name__
+    if isinstance(err, OSError) and err.filename is not None:
+        if isinstance(err, FileExistsError):
+            text = (f"{err.filename}: already exists, and is in the way (a file where a "
+                    f"directory is needed?): give another --output, or move it")
+        else:
+            text = f"{err.filename}: {err.strerror or name}"
+    else:
+        text = str(err).strip()
+        if isinstance(err, KeyError) and len(err.args) == 1:
+            text = f"KeyError: missing key {err.args[0]!r}"
+        elif isinstance(err, MemoryError):
+            text = f"out of memory{': ' + text if text else ''}"
+        elif isinstance(err, RuntimeError) and text:
+            pass  # torch's and ours (devices, CUDA, numerics) name the problem themselves
+        elif not _is_input_error(err) or not text:
+            hint = "an internal check failed" if isinstance(err, AssertionError) else ""
+            text = f"{name}: {text}" if text else f"{name}{' (' + hint + ')' if hint else ''}"
+            text += "; run with --traceback to see where"
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
 def main(argv=None) -> int:
-    from ase_mlp.kernels import kernel_settings
+    """The ``ase-mlp`` command: errors become one line on stderr and an exit status
+    (2: bad input, 1: failure while running, 130: interrupted); ``--traceback`` also
+    prints the traceback."""
+    import traceback
 
     args = build_parser().parse_args(argv)
     try:
+        from ase_mlp.kernels import kernel_settings
+
         with kernel_settings(threads=getattr(args, "threads", None)):
             return args.func(args)
-    except (ValueError, FileNotFoundError, TypeError) as err:
-        print(f"ase-mlp {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        if args.traceback:
+            traceback.print_exc()
+        print(f"ase-mlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - the command line's one place for errors
+        if args.traceback:
+            traceback.print_exc()
+        print(f"ase-mlp {args.command}: error: {_error_message(err)}", file=sys.stderr)
+        return 2 if _is_input_error(err) else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

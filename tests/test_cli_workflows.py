@@ -7,6 +7,8 @@ bulk modulus of the EOS vs the elastic constants).
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -138,3 +140,58 @@ def test_cli_workflow_errors(tmp_path, model_file, capsys):
     write(tmp_path / "mol.xyz", Atoms("Ta2", positions=[[0, 0, 0], [2.9, 0, 0]]))
     assert main(["elastic", str(tmp_path / "mol.xyz"), "--model", str(model_file)]) == 2
     assert "3D periodic cell" in capsys.readouterr().err
+
+
+def _vacancy_hop(tmp_path):
+    ta = bulk("Ta", "bcc", a=3.32, cubic=True).repeat(2)
+    nn = int(np.argsort(ta.get_distances(0, range(len(ta)), mic=True))[1])
+    site = ta.positions[0].copy()
+    initial = ta.copy()
+    del initial[0]
+    final = initial.copy()
+    final.positions[nn - 1] = site
+    write(tmp_path / "initial.xyz", initial)
+    write(tmp_path / "final.xyz", final)
+    return initial, final
+
+
+@pytest.mark.filterwarnings("ignore:the (initial|final) end point")
+def test_neb_progress_bar_on_a_terminal_only(tmp_path, model_file, monkeypatch, capsys):
+    _vacancy_hop(tmp_path)
+    argv = ["neb", str(tmp_path / "initial.xyz"), str(tmp_path / "final.xyz"), "--model",
+            str(model_file), "--images", "1", "--steps", "3", "--no-plot", "--output",
+            str(tmp_path / "neb")]
+    main(argv)                                      # not a terminal: the optimiser's log
+    res = capsys.readouterr()
+    assert "NEB FIRE" not in res.err and "FIRE:" in res.out
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    main(argv)                                      # a terminal: a bar instead of the log
+    res = capsys.readouterr()
+    assert "NEB FIRE" in res.err and "3/3" in res.err and "fmax=" in res.err
+    assert "FIRE:" not in res.out
+    main(argv + ["--quiet"])
+    res = capsys.readouterr()
+    assert "NEB FIRE" not in res.err and res.out == ""
+
+
+def test_phonon_forces_progress_bar(calc, capsys):
+    from phonopy import Phonopy
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    from ase_mlp.workflows.phonons import compute_forces
+
+    ta = bulk("Ta", "bcc", a=3.3, cubic=True)
+    unit = PhonopyAtoms(symbols=ta.get_chemical_symbols(), cell=ta.cell[:],
+                        scaled_positions=ta.get_scaled_positions())
+    ph = Phonopy(unit, supercell_matrix=3 * np.eye(3, dtype=int), primitive_matrix="I")
+    ph.generate_displacements(distance=0.01)
+    quiet = compute_forces(ph, calc).copy()
+    assert "supercell" not in capsys.readouterr().err
+    shown = compute_forces(ph, calc, progress=True, batch_size=1)
+    err = capsys.readouterr().err
+    n = len(ph.displacements)
+    assert "phonons" in err and f"{n}/{n}" in err and "supercell" in err
+    np.testing.assert_array_equal(shown, quiet)
+    assert np.abs(shown.sum(axis=1)).max() < 1e-8          # Newton's third law per supercell
+    with pytest.raises(ValueError, match="batch_size"):
+        compute_forces(ph, calc, progress=True, batch_size=0)

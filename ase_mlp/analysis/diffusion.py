@@ -21,7 +21,7 @@ References
 * Calandrini, Pellegrini, Calligari, Hinsen, Kneller, "nMoldyn - Interfacing spectroscopic
   experiments, molecular dynamics simulations and models for time correlation functions",
   JDN 12, 201 (2011): the FFT algorithm for the MSD.
-* ``/work/shared/docs/methods.md`` section 5 for definitions and the reference tests.
+* ``docs/methods.md`` section 5 for definitions and the reference tests.
 """
 
 from __future__ import annotations
@@ -46,6 +46,12 @@ from ase_mlp.analysis._common import (
 
 #: 1 Å^2/fs in cm^2/s (1e-16 cm^2 / 1e-15 s).
 ANGSTROM2_PER_FS_TO_CM2_PER_S = 0.1
+
+#: Largest ``|alpha - 1|`` of the log-log MSD slope ``alpha`` for which a fit window counts as
+#: diffusive (:meth:`DiffusionFit.is_diffusive`).
+ALPHA_TOL = 0.3
+#: Below this log-log slope (and not diffusive) the MSD counts as a plateau: no diffusion.
+PLATEAU_ALPHA = 0.3
 
 _FFT_CHUNK = 4_000_000  # complex elements per FFT chunk (about 64 MB)
 
@@ -340,6 +346,12 @@ class DiffusionFit:
     method : str
         ``"ols"`` (slope error from the least-squares residuals) or ``"blocks"``
         (standard error of the mean over blocks).
+    alpha : float
+        Log-log slope ``d ln MSD / d ln t`` in the window (least squares; block MSDs are
+        averaged first): 1 in the diffusive regime, 2 ballistic, about 0 for a solid whose
+        MSD plateaus. NaN when the window has fewer than 2 points with ``t, MSD > 0``.
+    msd_window_mean : float
+        Mean MSD in the window (Å^2): the plateau height of a solid.
     """
 
     D: float
@@ -349,6 +361,28 @@ class DiffusionFit:
     n_points: int
     dim: int
     method: str
+    alpha: float = float("nan")
+    msd_window_mean: float = float("nan")
+
+    def regime(self, tol: float = ALPHA_TOL) -> str:
+        """``"diffusive"`` (``D > 0`` and ``|alpha - 1| <= tol``), ``"plateau"``
+        (``D <= 0`` or ``alpha <`` :data:`PLATEAU_ALPHA`: no diffusion), else
+        ``"subdiffusive"`` or ``"superdiffusive"`` (e.g. still ballistic): the MSD is not
+        linear in the window."""
+        a = self.alpha
+        if not np.isfinite(a) or self.D <= 0:
+            return "plateau"
+        if abs(a - 1.0) <= tol:
+            return "diffusive"
+        if a < PLATEAU_ALPHA:
+            return "plateau"
+        return "subdiffusive" if a < 1.0 else "superdiffusive"
+
+    def is_diffusive(self, tol: float = ALPHA_TOL) -> bool:
+        """Whether ``D`` means anything: the MSD is linear (``MSD ~ t^alpha``,
+        ``|alpha - 1| <= tol``) and rising in the fit window. A solid's MSD plateaus
+        (``alpha ~ 0``) and its fitted ``D`` is noise of either sign."""
+        return self.regime(tol) == "diffusive"
 
     @property
     def D_cm2_s(self) -> float:
@@ -385,6 +419,10 @@ def diffusion_coefficient(
 
     Notes
     -----
+    Regime. ``alpha``, the log-log slope of the MSD in the window, tells whether the window
+    is diffusive (:meth:`DiffusionFit.is_diffusive`, ``alpha ~ 1``); for a solid the MSD
+    plateaus and the fitted ``D`` is meaningless (tiny, of either sign).
+
     Error estimate. For a 1-D ``msd`` the error is the ordinary least-squares standard
     error of the slope, ``sqrt(sum(res^2) / (n - 2) / sum((t - <t>)^2)) / (2 d)``. MSD
     points at different lags are strongly correlated, so this number mostly measures the
@@ -429,6 +467,13 @@ def diffusion_coefficient(
     yw = np.atleast_2d(y)[:, mask]
     slopes = (yw - yw.mean(axis=1, keepdims=True)) @ tc / sxx
     intercepts = yw.mean(axis=1) - slopes * tw.mean()
+    mean_w = yw.mean(axis=0)
+    ok = (tw > 0) & (mean_w > 0)
+    if ok.sum() >= 2:
+        lt = np.log(tw[ok])
+        alpha = float(np.polyfit(lt, np.log(mean_w[ok]), 1)[0])
+    else:
+        alpha = float("nan")
     if y.ndim == 1:
         res = yw[0] - (intercepts[0] + slopes[0] * tw)
         slope_err = np.sqrt(float(res @ res) / (n - 2) / sxx)
@@ -447,6 +492,8 @@ def diffusion_coefficient(
         n_points=n,
         dim=int(dim),
         method=method,
+        alpha=alpha,
+        msd_window_mean=float(mean_w.mean()),
     )
 
 

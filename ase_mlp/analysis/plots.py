@@ -136,7 +136,7 @@ def plot_rdf(r, g, *, coordination=None, ax=None, filename=None):
     return _finish(fig, filename)
 
 
-def plot_vdos(omega, g, *, unit: str = "THz", ax=None, filename=None):
+def plot_vdos(omega, g, *, unit: str = "THz", ax=None, filename=None, trim: float | None = 1e-3):
     """Plot vibrational densities of states.
 
     Parameters
@@ -150,12 +150,21 @@ def plot_vdos(omega, g, *, unit: str = "THz", ax=None, filename=None):
         Unit of the horizontal axis.
     ax, filename
         As in :func:`plot_msd`.
+    trim : float or None
+        Show frequencies up to 1.1 times the one beyond which every spectrum stays below
+        ``trim`` times its maximum (:func:`~ase_mlp.analysis.spectra.signal_cutoff`),
+        not the whole range to the Nyquist frequency. None: the whole range.
 
     Returns
     -------
     matplotlib.figure.Figure
     """
-    from ase_mlp.analysis.spectra import omega_to_cm1, omega_to_mev, omega_to_thz
+    from ase_mlp.analysis.spectra import (
+        omega_to_cm1,
+        omega_to_mev,
+        omega_to_thz,
+        signal_cutoff,
+    )
 
     convert = {
         "rad/fs": lambda w: np.asarray(w, dtype=float),
@@ -173,6 +182,11 @@ def plot_vdos(omega, g, *, unit: str = "THz", ax=None, filename=None):
         ax.plot(x, np.asarray(y) / scale, label=_label(key))
     ax.set_xlabel(_OMEGA_LABELS[unit])
     ax.set_ylabel(f"g (1/{unit})")
-    ax.set_xlim(left=0)
+    if trim is not None:
+        top = signal_cutoff(x, {k: np.asarray(y) for k, y in _as_curves(g, "VDOS").items()},
+                            rel=trim)
+        ax.set_xlim(0, min(1.1 * top, float(x[-1])) if top > 0 else None)
+    else:
+        ax.set_xlim(left=0)
     ax.legend()
     return _finish(fig, filename)

@@ -1,6 +1,6 @@
 """Vibrational density of states (VDOS) from velocities, and quantum temperatures.
 
-Definitions (``/work/shared/docs/methods.md`` section 5)::
+Definitions (``docs/methods.md`` section 5)::
 
     C(t)  = sum_i m_i < v_i(0) . v_i(t) >
     g(w)  = (2 / pi) int_0^inf C(t) / C(0) cos(w t) dt,       int_0^inf g(w) dw = 1
@@ -224,6 +224,45 @@ def vdos(
     if single:
         return omega, next(iter(out.values()))
     return omega, out
+
+
+def signal_cutoff(omega, g, rel: float = 1e-3) -> float:
+    """Highest frequency at which a spectrum still carries signal.
+
+    The largest ``omega`` where ``g >= rel * max(g)``; beyond it the spectrum has decayed
+    below ``rel`` of its maximum up to the end of the grid (the Nyquist frequency of
+    :func:`vdos`). With several spectra (a dict), the largest of their cutoffs.
+
+    Parameters
+    ----------
+    omega : array_like
+        Increasing angular frequencies (any unit; the result is in the same unit).
+    g : array_like or dict of array_like
+        Spectrum or spectra on ``omega``.
+    rel : float
+        Threshold relative to each spectrum's maximum, in ``(0, 1)``.
+
+    Returns
+    -------
+    float
+        The cutoff frequency (``omega[-1]`` when the spectrum never decays that far).
+    """
+    if not 0.0 < rel < 1.0:
+        raise ValueError(f"rel must be in (0, 1), got {rel!r}")
+    omega = np.asarray(omega, dtype=float)
+    curves = list(g.values()) if isinstance(g, dict) else [g]
+    top = 0.0
+    for y in curves:
+        y = np.asarray(y, dtype=float)
+        if y.shape != omega.shape:
+            raise ValueError(f"a spectrum has shape {y.shape}, omega {omega.shape}")
+        check_finite(y, "g")
+        peak = float(np.max(y))
+        if not peak > 0:
+            continue
+        above = np.nonzero(y >= rel * peak)[0]
+        top = max(top, float(omega[above[-1]]))
+    return top if top > 0 else float(omega[-1])
 
 
 def _check_spectrum(omega, g) -> tuple[np.ndarray, np.ndarray, float]:

@@ -134,7 +134,8 @@ class BatchedNEB(NEB):
 def run_neb(initial: Atoms, final: Atoms, calc, *, n_images: int = 5,
             interpolation: str = "idpp", climb: bool = True, optimizer: str = "FIRE",
             fmax: float = 0.05, steps: int = 500, method: str = "improvedtangent",
-            k: float = 0.1, batch_size: int = 64, logfile=None) -> dict:
+            k: float = 0.1, batch_size: int = 64, logfile=None,
+            progress: bool = False) -> dict:
     """Minimum-energy path between two relaxed structures.
 
     Parameters
@@ -157,6 +158,11 @@ def run_neb(initial: Atoms, final: Atoms, calc, *, n_images: int = 5,
         Convergence criterion on the NEB forces (eV/Å) and maximum number of steps.
     method : str
         NEB tangent/spring method (see :class:`ase.mep.NEB`).
+    logfile : str or file, optional
+        The optimiser's log (``"-"``: stdout).
+    progress : bool
+        Show a tqdm progress bar (on stderr) over the optimiser steps, with the current
+        maximum NEB force and barrier.
 
     Returns
     -------
@@ -172,6 +178,10 @@ def run_neb(initial: Atoms, final: Atoms, calc, *, n_images: int = 5,
         raise ValueError(f"interpolation must be 'idpp' or 'linear', got {interpolation!r}")
     if n_images < 1:
         raise ValueError(f"n_images must be >= 1, got {n_images}")
+    opt_cls = getattr(ase.optimize, str(optimizer), None)
+    if not (isinstance(opt_cls, type) and issubclass(opt_cls, ase.optimize.optimize.Dynamics)):
+        raise ValueError(f"optimizer must name an optimiser of ase.optimize (FIRE, BFGS, "
+                         f"MDMin, LBFGS, ...), got {optimizer!r}")
     images = [initial.copy()] + [initial.copy() for _ in range(n_images)] + [final.copy()]
     for image in images:
         image.calc = None
@@ -180,9 +190,25 @@ def run_neb(initial: Atoms, final: Atoms, calc, *, n_images: int = 5,
         neb.interpolate("idpp", mic=True, apply_constraint=False)
     else:
         neb.interpolate(mic=True, apply_constraint=False)
-    opt_cls = getattr(ase.optimize, optimizer)
     opt = opt_cls(neb, logfile=logfile)
-    converged = bool(opt.run(fmax=fmax, steps=steps))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps, desc=f"NEB {optimizer}", unit="step")
+
+        def observe():
+            bar.update(opt.nsteps - bar.n)
+            f = np.linalg.norm(neb.get_forces(), axis=1).max()
+            e = neb.get_image_energies()
+            bar.set_postfix_str(f"fmax={f:.4f} eV/Å  barrier={e.max() - e[0]:.4f} eV")
+
+        opt.attach(observe)
+    try:
+        converged = bool(opt.run(fmax=fmax, steps=steps))
+    finally:
+        if bar is not None:
+            bar.close()
     energies = neb.get_image_energies()
     band = list(neb.iterimages())
     tools = NEBTools(band)

@@ -76,6 +76,7 @@ def phonons(
     primitive_matrix="auto",
     batch_size: int = 64,
     symprec: float = 1e-5,
+    progress: bool = False,
 ):
     """Harmonic force constants by finite displacements with phonopy.
 
@@ -96,6 +97,8 @@ def phonons(
         Structures per batched model call.
     symprec : float
         Symmetry tolerance in Å.
+    progress : bool
+        Show a tqdm progress bar (on stderr) over the displaced supercells.
 
     Returns
     -------
@@ -121,12 +124,13 @@ def phonons(
         phonon = Phonopy(unitcell, supercell_matrix=smat, primitive_matrix=primitive_matrix,
                          symprec=symprec)
     phonon.generate_displacements(distance=distance)
-    compute_forces(phonon, calc, batch_size=batch_size, _stacklevel=3)
+    compute_forces(phonon, calc, batch_size=batch_size, progress=progress, _stacklevel=3)
     phonon.produce_force_constants()
     return phonon
 
 
-def compute_forces(phonon, calc, *, batch_size: int = 64, _stacklevel: int = 2) -> np.ndarray:
+def compute_forces(phonon, calc, *, batch_size: int = 64, progress: bool = False,
+                   _stacklevel: int = 2) -> np.ndarray:
     """Evaluate the displaced supercells of an existing :class:`phonopy.Phonopy` object.
 
     The route for existing phonopy scripts: build and displace ``phonon`` as usual
@@ -145,6 +149,8 @@ def compute_forces(phonon, calc, *, batch_size: int = 64, _stacklevel: int = 2) 
         :class:`~ase_mlp.calculators.MLPCalculator` (batched) or any ASE calculator.
     batch_size : int
         Structures per batched model call.
+    progress : bool
+        Show a tqdm progress bar (on stderr) over the displaced supercells.
 
     Returns
     -------
@@ -177,10 +183,28 @@ def compute_forces(phonon, calc, *, batch_size: int = 64, _stacklevel: int = 2) 
     if len(images) != len(supercells):
         raise ValueError("some displaced supercells are None (phonopy's random-displacement "
                          "placeholders); generate them before computing forces")
-    results = evaluate_many(images, calc, ("forces",), batch_size=batch_size)
+    results = _evaluate_forces(images, calc, batch_size, progress)
     forces = np.array([r["forces"] for r in results], dtype=float)
     phonon.forces = forces
     return forces
+
+
+def _evaluate_forces(images, calc, batch_size: int, progress: bool) -> list[dict]:
+    """:func:`evaluate_many` of the forces, chunk by chunk under a progress bar."""
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if not progress:
+        return evaluate_many(images, calc, ("forces",), batch_size=batch_size)
+    from tqdm.auto import tqdm
+
+    step = int(batch_size) if hasattr(calc, "calculate_batch") else 1
+    results: list[dict] = []
+    with tqdm(total=len(images), desc="phonons", unit="supercell") as bar:
+        for start in range(0, len(images), step):
+            chunk = images[start:start + step]
+            results += evaluate_many(chunk, calc, ("forces",), batch_size=batch_size)
+            bar.update(len(chunk))
+    return results
 
 
 def phonon_summary(
