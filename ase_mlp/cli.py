@@ -199,7 +199,8 @@ def cmd_md(args) -> int:
                  taut_fs=args.taut, pressure_GPa=args.pressure, hydrostatic=not args.full_cell,
                  output=args.output, interval=args.interval, rng=args.seed,
                  checkpoint_interval=args.checkpoint_interval, restart=args.restart,
-                 progress=not args.quiet, log=say)
+                 progress=not args.quiet, log=say,
+                 check_timestep=not args.no_timestep_check, allow_changes=args.allow_changes)
     if args.quiet:  # the one-line summary is printed even when quiet
         line = (f"{res['steps']} steps ({args.thermostat}): <T> = {res['T_mean']:.1f} K, "
                 f"<E_pot> = {res['epot_mean']:.5f} eV/atom")
@@ -946,6 +947,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random seed (initial velocities and thermostat noise)")
     m.add_argument("--restart", action="store_true",
                    help="continue from <output>/checkpoint.npz (bit-for-bit), appending")
+    m.add_argument("--allow-changes", action="store_true",
+                   help="with --restart: accept a changed temperature, pressure, friction or "
+                        "taut (refused by default; the ensemble and cell mode never change)")
+    m.add_argument("--no-timestep-check", action="store_true",
+                   help="skip the refusal of timesteps beyond the stability limit "
+                        "(omega_max * dt > 1, omega_max estimated by finite displacements)")
     m.add_argument("--quiet", action="store_true", help="no progress bar or messages "
                    "(the summary line is still printed)")
     m.set_defaults(func=cmd_md)

@@ -181,3 +181,20 @@ def test_md_refuses_non_finite_numbers_and_unstable_timestep(files, tmp_path, ca
         assert not (out / "md.traj").exists()
     limit = float(err.split("stability limit ")[1].split()[0])
     assert 15 < limit < 40                    # 1 / omega_max for Ta (~5-7 THz estimate)
+
+
+def test_md_cli_restart_with_changed_temperature_needs_allow_changes(files, tmp_path, capsys):
+    """A restart at another temperature exits 2 naming both values; ``--allow-changes``
+    continues; ``--no-timestep-check`` lets a (deliberately) large timestep start."""
+    out = tmp_path / "run"
+    base = ["--steps", "4", "--interval", "2", "--checkpoint-interval", "2"]
+    assert _md(files, out, *base, "--temperature", "300") == 0
+    capsys.readouterr()
+    assert _md(files, out, *base, "--temperature", "600", "--restart") == 2
+    err = capsys.readouterr().err
+    assert "300" in err and "600" in err and "--allow-changes" in err, err
+    assert _md(files, out, *base, "--temperature", "600", "--restart", "--allow-changes") == 0
+    assert [f.info["md_step"] for f in read(out / "md.traj", ":")] == [0, 2, 4, 6, 8]
+    assert _md(files, tmp_path / "big", "--steps", "1", "--timestep", "50") == 2
+    assert _md(files, tmp_path / "big2", "--steps", "1", "--timestep", "50",
+               "--no-timestep-check") == 0

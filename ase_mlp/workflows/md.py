@@ -191,7 +191,8 @@ def check_stable_timestep(atoms, calc, timestep_fs: float, *, limit: float = MAX
             f"of atom {i}, {atoms.get_chemical_symbols()[i]}) has omega_max = {w_fs:.3g} "
             f"rad/fs (period {period:.3g} fs), and omega_max * dt = "
             f"{w_fs * timestep_fs:.3g} > {limit:g}; use a timestep <= {dt_max:.3g} fs (about "
-            f"{period / 10:.2g} fs, a tenth of the period, is the usual choice)")
+            f"{period / 10:.2g} fs, a tenth of the period, is the usual choice; "
+            f"--no-timestep-check or check_timestep=False skips this check)")
     return dt_max
 
 
@@ -453,8 +454,8 @@ def _check_restart_settings(path: pathlib.Path, mine: dict, allow: bool, log) ->
         raise ValueError(f"restart: {text}; a restart cannot switch between NVT and NPT or "
                          f"change the cell mode (hydrostatic): start a new run")
     if diff and not allow:
-        raise ValueError(f"restart: {text}; restart with the same settings (library: "
-                         f"run_md(..., allow_changes=True) continues with the new ones)")
+        raise ValueError(f"restart: {text}; restart with the same settings (--allow-changes, "
+                         f"or run_md(..., allow_changes=True), continues with the new ones)")
     if diff:
         log(f"restart with changed settings: {text}")
     return diff
@@ -575,8 +576,8 @@ def run_md(atoms, calc, *, thermostat="langevin", temperature_K=300.0, steps=100
             if not (allow_changes or changed):
                 raise ValueError(f"restart: temperature_K {dyn.temperature_K:g} K (checkpoint "
                                  f"{ckpt}) vs {temperature_K:g} K now; restart with the same "
-                                 f"temperature (run_md(..., allow_changes=True) continues "
-                                 f"with the new one)")
+                                 f"temperature (--allow-changes, or run_md(..., "
+                                 f"allow_changes=True), continues with the new one)")
             dyn.set_temperature(temperature_K)    # the checkpoint held the old temperature
     logger = MDLogger(dyn, atoms, str(log_path), header=not restart,
                       stress=pressure_GPa is not None, mode="a" if restart else "w")
