@@ -1195,6 +1195,10 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--seed", type=int, default=0, help="structure seed (rattle, Be sites)")
     bn.add_argument("--quiet", action="store_true", help="only the tables")
     bn.set_defaults(func=cmd_bench)
+
+    from ase_mlp.analysis.environments import add_cli as _environments_cli
+
+    _environments_cli(sub)
     return p
 
 

@@ -9,6 +9,9 @@
   patterns, metadynamics plots (matplotlib on demand).
 * :mod:`~ase_mlp.analysis.spectra`: mass-weighted vibrational density of states, zero-point
   and effective quantum temperatures.
+* :mod:`~ase_mlp.analysis.environments`: unsupervised classification of local atomic
+  environments (descriptors, PCA, k-means / Gaussian mixtures with BIC / HDBSCAN), stable
+  labels across frames, fractions versus time and position (scikit-learn on demand).
 * :mod:`~ase_mlp.analysis.plots`: optional matplotlib figures (imported on demand, not
   re-exported here).
 
@@ -23,6 +26,13 @@ from ase_mlp.analysis.diffusion import (
     msd_blocks,
     reordered_msd,
     unwrap_positions,
+)
+from ase_mlp.analysis.environments import (
+    EnvironmentClassifier,
+    EnvironmentDescriptor,
+    EnvironmentResult,
+    classify_environments,
+    plot_environments,
 )
 from ase_mlp.analysis.phases import (
     AB_PHASES,
@@ -57,6 +67,11 @@ from ase_mlp.analysis.structure import angle_distribution, coordination_number, 
 
 
 __all__ = [
+    "EnvironmentClassifier",
+    "EnvironmentDescriptor",
+    "EnvironmentResult",
+    "classify_environments",
+    "plot_environments",
     "DiffusionFit",
     "HBAR_EV_FS",
     "angle_distribution",
