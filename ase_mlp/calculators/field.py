@@ -1,4 +1,4 @@
-"""A calculator wrapper adding a *static* uniform electric field (``methods.md`` 3.1, 3.3).
+"""A calculator wrapper adding a *static* uniform electric field (``docs/methods.md`` 3.1, 3.3).
 
 For relaxations under a field; time-dependent fields belong in
 :class:`~ase_mlp.dynamics.FieldDrivenMD` (ASE's calculator cache ignores time).

@@ -1,4 +1,4 @@
-"""Field-driven molecular dynamics (``methods.md`` section 3.3): :class:`FieldDrivenMD`.
+"""Field-driven molecular dynamics (``docs/methods.md`` section 3.3): :class:`FieldDrivenMD`.
 
 Velocity Verlet (or BAOAB Langevin) with the external force ``F_ext(t)`` of a uniform,
 possibly time-dependent field (:mod:`ase_mlp.dynamics.fields`) evaluated at ``t_{n+1}``

@@ -1,6 +1,6 @@
 """Uniform electric fields: field objects and their coupling to charges / Born charges.
 
-Equations: ``methods.md`` section 3 (cited as 3.x). Units: fields in V/Å (1 V/Å = 100 MV/cm,
+Equations: ``docs/methods.md`` section 3 (cited as 3.x). Units: fields in V/Å (1 V/Å = 100 MV/cm,
 so 1 MV/cm = 0.01 V/Å), charges and Born effective charges in e, forces in eV/Å, time in ASE
 units (``ase.units.fs`` = 0.0982 per fs), angular frequencies in rad per ASE time unit.
 

@@ -1,4 +1,4 @@
-"""Cell metadynamics (``methods.md`` section 2): :class:`CellMetadynamics`.
+"""Cell metadynamics (``docs/methods.md`` section 2): :class:`CellMetadynamics`.
 
 Martoňák, Laio & Parrinello, PRL 90, 075503 (2003). The collective variables are the six
 rotation-free components of the cell; every metastep runs NVT MD at fixed cell, averages the

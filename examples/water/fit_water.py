@@ -3,9 +3,12 @@
 Reproduces the water numbers of ``docs/fitting-results.md``: 80/10/10 split inside each
 DeePMD system, chemflag bispectrum (twojmax 4, cutoff 4 Å), 112-48-48-1 tanh networks, Adam
 in float32 (descriptor gradients stored in float32: ~2 GB), early stopping on validation.
-About 25 minutes on one core.
+About 25 minutes on one core (not re-measured).
 
-Run: ``python examples/water/fit_water.py [--data ../shared/data/water-deepmd]``
+Data (not shipped with ase_mlp): DeePMD-kit's water example, ``examples/water/data/`` of
+github.com/deepmodeling/deepmd-kit (LGPL-3.0): DeePMD npy systems, energies and forces.
+
+Run: ``python examples/water/fit_water.py [--data DIR_OF_THE_DEEPMD_SYSTEMS]``
 """
 
 import argparse
