@@ -840,7 +840,8 @@ def cmd_ipi_driver(args) -> int:
     except KeyboardInterrupt:
         print("ase-mlp ipi-driver: interrupted", file=sys.stderr, flush=True)
         return 130
-    say(f"ipi-driver: done, {st.structures} structures in {st.model_calls} model calls, "
+    say(f"ipi-driver: done, {st.structures} structures received, {st.evaluated} distinct "
+        f"evaluated in {st.model_calls} model calls, "
         f"{st.compute_s:.2f} s computing, {st.wait_s:.2f} s waiting for i-PI")
     return 0
 

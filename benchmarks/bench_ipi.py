@@ -2,7 +2,8 @@
 
 Run by hand (not a test; needs ``pip install ipi``)::
 
-    python benchmarks/bench_ipi.py [--beads 8 32] [--steps 10] [--threads 1] [--json out.json]
+    python benchmarks/bench_ipi.py [--beads 8 32] [--steps 10] [--threads 1] [--repeats 3]
+        [--modes batched unbatched] [--json out.json]
 
 System: 256-atom wurtzite GaN with the embedded NN-SNAP (float64, CPU), NVT PIMD with
 PILE-L at 300 K, 1 fs, unix socket, i-PI 3.x. For each bead count, in the same run:
@@ -16,11 +17,17 @@ PILE-L at 300 K, 1 fs, unix socket, i-PI 3.x. For each bead count, in the same r
 * ``null``: our batched driver with a zero-cost calculator: i-PI's own step plus the
   socket exchange, i.e. the overhead per step that no model speed removes.
 
+The modes are run interleaved (all modes once, then all again: A B A B ...) ``--repeats``
+times, so that a load change on a shared machine hits every mode alike; the table gives
+the min / median / max over the repeats and the ratio of medians.
+
 Every driver process runs torch on ``--threads`` threads (default 1: with i-PI's polling
 thread that fills a 2-core machine; more threads than free cores slows torch down many
 times). Reported: seconds per step (time between i-PI's property rows after
-``--warmup`` steps), the ratio to ``batched``, and for our drivers the model time per
-step from their own counters (the rest is socket + i-PI). Target: ``ase_per_bead`` /
+``--warmup`` steps), the ratio to ``batched``, and for our drivers the structures
+received (i-PI's padding of partial batches included) against the distinct ones evaluated
+and the model calls (from the driver's log; its ``done`` line also gives the model time,
+the rest is socket + i-PI). Target: ``ase_per_bead`` /
 ``batched`` >= 3 at 32 beads.
 """
 
@@ -30,7 +37,9 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,11 +81,11 @@ def _rows(path) -> int:
         return 0
 
 
-def _case(workdir, mode, nbeads, steps, warmup, threads):
+def _case(workdir, mode, nbeads, steps, warmup, threads, tag=0):
     from ase_mlp.ipi import ipi_input
     from ase_mlp.ipi.workflow import ipi_script
 
-    work = workdir / f"{mode}_{nbeads}"
+    work = workdir / f"{mode}_{nbeads}_{tag}"
     work.mkdir()
     shutil.copy(workdir / "init.extxyz", work / "init.extxyz")
     name = f"bench{uuid.uuid4().hex[:8]}"
@@ -132,8 +141,13 @@ def _case(workdir, mode, nbeads, steps, warmup, threads):
     if first not in t_rows or last not in t_rows:
         raise RuntimeError(f"{mode} {nbeads}: rows seen {sorted(t_rows)}; see {work}")
     per_step = (t_rows[last] - t_rows[first]) / steps
-    return {"mode": mode, "beads": nbeads, "s_per_step": per_step,
-            "driver_log": (work / "driver.log").read_text()[-400:]}
+    log = (work / "driver.log").read_text()
+    m = re.search(r"(\d+) structures received, (\d+) distinct evaluated in (\d+) model", log)
+    counts = dict(zip(("received", "evaluated", "model_calls"), map(int, m.groups()),
+                      strict=True)) if m else {}
+    shutil.rmtree(work, ignore_errors=True)
+    return {"mode": mode, "beads": nbeads, "s_per_step": per_step, **counts,
+            "driver_log": log[-400:]}
 
 
 def main(argv=None):
@@ -143,6 +157,8 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--modes", nargs="+", default=["batched", "ase_per_bead", "unbatched", "null"])
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="run all modes this many times, interleaved (A B A B ...)")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args(argv)
 
@@ -156,23 +172,42 @@ def main(argv=None):
         workdir = pathlib.Path(tmp)
         write(workdir / "init.extxyz", atoms)
         for nb in args.beads:
-            for mode in args.modes:
-                r = _case(workdir, mode, nb, args.steps, args.warmup, args.threads)
-                results.append(r)
-                print(f"{nb:3d} beads  {mode:13s} {r['s_per_step']:8.3f} s/step", flush=True)
-                for line in r["driver_log"].splitlines():
-                    if "done," in line:
-                        print("      ", line.strip())
-    print(f"\n{len(atoms)} atoms, {args.threads} torch thread(s) per driver process")
-    print(f"{'beads':>5} {'mode':>13} {'s/step':>8} {'vs batched':>10}")
-    for r in results:
-        base = [x for x in results if x["beads"] == r["beads"] and x["mode"] == "batched"]
-        ratio = r["s_per_step"] / base[0]["s_per_step"] if base else float("nan")
-        r["ratio_to_batched"] = ratio
-        print(f"{r['beads']:5d} {r['mode']:>13} {r['s_per_step']:8.3f} {ratio:10.2f}")
+            for rep in range(args.repeats):
+                for mode in args.modes:
+                    r = _case(workdir, mode, nb, args.steps, args.warmup, args.threads,
+                              tag=rep)
+                    r["repeat"] = rep
+                    results.append(r)
+                    extra = (f"  {r['received']} received, {r['evaluated']} evaluated, "
+                             f"{r['model_calls']} model calls" if "evaluated" in r else "")
+                    print(f"{nb:3d} beads  {mode:13s} #{rep}  {r['s_per_step']:8.3f} s/step"
+                          + extra, flush=True)
+    print(f"\n{len(atoms)} atoms, {args.threads} torch thread(s) per driver process, "
+          f"{args.steps} timed steps, {args.repeats} interleaved repeat(s)")
+    print(f"{'beads':>5} {'mode':>13} {'min':>7} {'median':>7} {'max':>7} {'vs batched':>10}"
+          f" {'received':>9} {'evaluated':>9}")
+    summary = []
+    for nb in args.beads:
+        base = [x["s_per_step"] for x in results if x["beads"] == nb and x["mode"] == "batched"]
+        for mode in args.modes:
+            t = [x["s_per_step"] for x in results if x["beads"] == nb and x["mode"] == mode]
+            ev = [x for x in results if x["beads"] == nb and x["mode"] == mode
+                  and "evaluated" in x]
+            row = {"beads": nb, "mode": mode, "min": min(t), "median": statistics.median(t),
+                   "max": max(t), "ratio_to_batched": (statistics.median(t)
+                                                       / statistics.median(base)
+                                                       if base else float("nan")),
+                   "received": [x["received"] for x in ev],
+                   "evaluated": [x["evaluated"] for x in ev]}
+            summary.append(row)
+            rec = "/".join(map(str, row["received"])) or "-"
+            evl = "/".join(map(str, row["evaluated"])) or "-"
+            print(f"{nb:5d} {mode:>13} {row['min']:7.3f} {row['median']:7.3f} {row['max']:7.3f}"
+                  f" {row['ratio_to_batched']:10.2f} {rec:>9} {evl:>9}")
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=1))
-    return results
+        pathlib.Path(args.json).write_text(json.dumps({"runs": results, "summary": summary},
+                                                      indent=1))
+    return results, summary
 
 
 if __name__ == "__main__":

@@ -44,7 +44,12 @@ from ase_mlp.ipi.protocol import (
 
 @dataclass
 class DriverStats:
-    """Counters and timings of a driver run (seconds)."""
+    """Counters and timings of a driver run (seconds).
+
+    ``structures`` counts every structure received, i-PI's padding of partial batches
+    included; ``evaluated`` the distinct ones that were computed (repeats are answered
+    from the same evaluation, see :class:`~ase_mlp.ipi.evaluate.Evaluator`).
+    """
 
     messages: int = 0
     structures: int = 0
@@ -197,30 +202,40 @@ class IPIDriver:
         self.close()
 
     def _lost(self, conn: _Conn, err: Exception) -> None:
+        """``conn`` went away without EXIT: reconnect (within ``reconnect`` s) or raise.
+
+        Called once per lost connection: the :class:`ServerDisconnected` it raises is marked
+        as final, and :meth:`_handle` passes it on instead of calling this again (a failed
+        send inside a message would otherwise retry for another ``reconnect`` seconds).
+        """
         if self.reconnect > 0:
             self.log(f"lost {conn.where} ({err}); reconnecting for up to {self.reconnect:g} s")
             _close(conn.sock)
             try:
                 conn.sock = self._open(conn.kind, conn.address, self.reconnect)
             except IPITimeout as again:
-                raise ServerDisconnected(
+                raise _final(ServerDisconnected(
                     f"the i-PI server at {conn.where} closed the connection without EXIT "
-                    f"and did not come back within {self.reconnect:g} s ({again})") from err
+                    f"and did not come back within {self.reconnect:g} s ({again})")) from err
             conn.reset()
             self.stats.reconnects += 1
             self.log(f"reconnected to {conn.where}")
             return
-        raise ServerDisconnected(
+        raise _final(ServerDisconnected(
             f"the i-PI server at {conn.where} closed the connection without EXIT "
-            f"(killed, crashed, or it dropped this client after its <timeout>): {err}") from err
+            f"(killed, crashed, or it dropped this client after its <timeout>): {err}")) from err
 
-    def _send(self, conn: _Conn, data: bytes) -> None:
+    def _send(self, conn: _Conn, data: bytes) -> bool:
+        """Send ``data``; ``False`` when the connection was lost and opened again (its state
+        is reset: nothing more may be sent on it for the current message)."""
         try:
             conn.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as err:
             self._lost(conn, ServerDisconnected(f"send failed: {err}"))
+            return False
         except socket.timeout as err:
             raise IPITimeout(f"sending to {conn.where} timed out") from err
+        return True
 
     # ------------------------------------------------------------ main loop
     def serve(self) -> DriverStats:
@@ -256,8 +271,9 @@ class IPIDriver:
                         self._handle(c, defer=False)
         finally:
             self.close()
-        self.log(f"all connections closed by EXIT: {self.stats.structures} structures, "
-                 f"{self.stats.model_calls} model calls")
+        self.log(f"all connections closed by EXIT: {self.stats.structures} structures received, "
+                 f"{self.stats.evaluated} distinct evaluated in {self.stats.model_calls} "
+                 "model calls")
         return self.stats
 
     def _handle(self, c: _Conn, defer: bool) -> None:
@@ -265,6 +281,8 @@ class IPIDriver:
         try:
             self._message(c, defer)
         except ServerDisconnected as err:
+            if getattr(err, "_ipi_final", False):   # _lost has handled it (a failed send)
+                raise
             self._lost(c, err)
         self.stats.io_s += time.perf_counter() - t0 - (self.stats.compute_s - c0)
 
@@ -341,19 +359,27 @@ class IPIDriver:
             c.pending = None
             start += n
         for c in todo:
-            for hdr in c.deferred:
+            deferred, c.deferred = c.deferred, []
+            for hdr in deferred:
                 if hdr == STATUS:
-                    self._send(c, HAVEDATA)
+                    sent = self._send(c, HAVEDATA)
                 else:
-                    self._send(c, c.results)
+                    sent = self._send(c, c.results)
                     c.results = None
-            c.deferred = []
+                if not sent:          # reconnected: the new connection starts afresh
+                    break
 
 
 def _as_list(x) -> list:
     if x is None:
         return []
     return list(x) if isinstance(x, list) else [x]
+
+
+def _final(err: ServerDisconnected) -> ServerDisconnected:
+    """Mark ``err`` as the driver's last word on a lost connection (see ``_lost``)."""
+    err._ipi_final = True
+    return err
 
 
 def _readable(sock) -> bool:

@@ -11,6 +11,26 @@ class AtomsMismatch(ValueError):
     """The server's structures do not fit the driver's atoms or the model's elements."""
 
 
+def distinct_structures(cells: np.ndarray, positions: np.ndarray):
+    """Indices of the distinct structures of a request, and which one each structure is.
+
+    Returns ``(uniq, which)``: ``uniq`` the index of the first occurrence of each distinct
+    (cell, positions) pair, in order; ``which[k]`` the position in ``uniq`` of structure
+    ``k``. Equality is exact (the float64 bytes), so only true copies are merged.
+    """
+    seen: dict = {}
+    uniq: list[int] = []
+    which = np.empty(len(positions), dtype=np.intp)
+    for k in range(len(positions)):
+        key = (np.ascontiguousarray(cells[k], dtype=np.float64).tobytes(),
+               np.ascontiguousarray(positions[k], dtype=np.float64).tobytes())
+        j = seen.setdefault(key, len(uniq))
+        if j == len(uniq):
+            uniq.append(k)
+        which[k] = j
+    return uniq, which
+
+
 class Evaluator:
     """Energies, forces and virials of many structures of the same atoms (ASE units).
 
@@ -72,14 +92,15 @@ class Evaluator:
     def __call__(self, cells: np.ndarray, positions: np.ndarray):
         """Energies ``(n,)`` eV, forces ``(n, nat, 3)`` eV/Å, virials ``(n, 3, 3)`` eV.
 
-        ``cells`` ``(n, 3, 3)`` (rows, Å), ``positions`` ``(n, nat, 3)`` Å. A structure
-        equal to the one before it (i-PI pads batches that way) is evaluated once.
+        ``cells`` ``(n, 3, 3)`` (rows, Å), ``positions`` ``(n, nat, 3)`` Å. Structures
+        repeated anywhere in the request (i-PI pads a partial batch with copies of its last
+        structure; several connections or force components may send the same one) are
+        evaluated once and their results copied: repeats are found by exact (bitwise)
+        equality of cell and positions (all structures have the driver's species).
         """
         n, nat = positions.shape[0], positions.shape[1]
         self.check(nat, cells[0])
-        uniq = [0] + [k for k in range(1, n) if not (
-            np.array_equal(cells[k], cells[k - 1])
-            and np.array_equal(positions[k], positions[k - 1]))]
+        uniq, which = distinct_structures(cells, positions)
         images = []
         for k in uniq:
             a = self.atoms.copy()
@@ -102,10 +123,8 @@ class Evaluator:
         energies = np.empty(n)
         forces = np.empty((n, nat, 3))
         virials = np.zeros((n, 3, 3))
-        j = -1
         for k in range(n):
-            if j + 1 < len(uniq) and uniq[j + 1] == k:
-                j += 1
+            j = which[k]
             r = res[j]
             energies[k] = r["energy"]
             forces[k] = r["forces"]

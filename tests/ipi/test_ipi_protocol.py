@@ -295,6 +295,94 @@ def test_reconnects_to_a_restarted_server(sock_name, gan_calc, gan_atoms, rng):
     assert e[0] == pytest.approx(_direct(gan_calc, gan_atoms, cells, pos)[0][0], rel=1e-12)
 
 
+def test_failed_send_gives_up_after_reconnect_time_once(sock_name, gan_calc, gan_atoms,
+                                                        monkeypatch):
+    """The server drops the connection (and stays away) while the driver is about to answer
+    its STATUS: the failed send tries to reconnect for ``reconnect`` s once, not twice."""
+    import os
+
+    import ase_mlp.ipi.driver as driver_mod
+
+    closed = threading.Event()
+    real_recv = driver_mod.recv_exact
+
+    def recv_after_drop(sock, n, what="data"):
+        closed.wait(10)               # read STATUS only once the server has hung up, so
+        return real_recv(sock, n, what)   # that the answer goes to a closed socket
+
+    monkeypatch.setattr(driver_mod, "recv_exact", recv_after_drop)
+    srv = Server(sock_name)
+    reconnect = 1.5
+    drv = IPIDriver(gan_calc, gan_atoms, unix=sock_name, connect_timeout=5,
+                    reconnect=reconnect)
+    lost = []
+    real_lost = drv._lost
+
+    def count_lost(conn, err):
+        lost.append(err)
+        return real_lost(conn, err)
+
+    drv._lost = count_lost
+    t, out = _serve(drv)
+    conn = srv.accept()
+    srv.close()
+    os.unlink(srv.path)                       # gone: no reconnection possible
+    conn.sendall(header("STATUS"))
+    conn.close()
+    t0 = time.monotonic()
+    closed.set()
+    t.join(10)
+    elapsed = time.monotonic() - t0
+    assert not t.is_alive()
+    err = out["error"]
+    assert isinstance(err, ServerDisconnected), err
+    assert 0.9 * reconnect < elapsed < 1.5 * reconnect, elapsed    # was 2 x reconnect
+    assert len(lost) == 1, [str(e) for e in lost]
+    assert "did not come back within 1.5 s" in str(err) and "send failed" in str(err.__cause__)
+
+
+def test_repeated_structures_evaluated_once(sock_name, gan_calc, gan_atoms, rng):
+    """Repeats anywhere in a batch (not only next to each other) and across connections are
+    computed once; every request still gets its own, correct answer."""
+    srv = Server(sock_name)
+    drv = IPIDriver(gan_calc, gan_atoms, unix=sock_name, connections=2, connect_timeout=5)
+    t, out = _serve(drv)
+    try:
+        conns = [srv.accept(), srv.accept()]
+        cells, pos = _frames(gan_atoms, 3, rng)
+        order = [[0, 1, 0, 2, 1], [2, 1, 0, 0, 2]]   # 3 distinct among 10 requests
+        for c, o in zip(conns, order, strict=True):
+            Server.init(c, " batch_size:5")
+            Server.posdata(c, cells[o], pos[o], 5)
+        time.sleep(0.2)                       # both requests are waiting
+        res = [Server.getforce(c, 5, len(gan_atoms)) for c in conns]
+        for c in conns:
+            c.sendall(header("EXIT"))
+        t.join(10)
+    finally:
+        srv.close()
+    assert "error" not in out, out.get("error")
+    st = out["stats"]
+    assert st.structures == 10 and st.evaluated == 3 and st.model_calls == 1
+    e0, f0, w0 = _direct(gan_calc, gan_atoms, cells, pos)
+    for (e, f, w), o in zip(res, order, strict=True):
+        np.testing.assert_allclose(e, e0[o], rtol=1e-12)
+        np.testing.assert_allclose(f, f0[o], rtol=0, atol=1e-10 * np.abs(f0).max())
+        np.testing.assert_allclose(w, w0[o], rtol=0, atol=1e-10 * np.abs(w0).max())
+    assert np.ptp(e0) > 1e-3                  # the three structures really differ
+
+
+def test_distinct_structures_exact_comparison():
+    from ase_mlp.ipi.evaluate import distinct_structures
+
+    cells = np.stack([np.eye(3) * 5.0] * 4)
+    pos = np.zeros((4, 2, 3))
+    pos[1, 0, 0] = 1e-300                     # differs in the last bits only: kept apart
+    cells[3, 2, 2] = np.nextafter(5.0, 6.0)   # another cell: kept apart
+    uniq, which = distinct_structures(cells, pos)
+    assert uniq == [0, 1, 3] and which.tolist() == [0, 1, 0, 2]
+
+
 def test_timeouts(sock_name, gan_calc, gan_atoms):
     t0 = time.monotonic()
     with pytest.raises(IPITimeout, match="no i-PI server answered"):

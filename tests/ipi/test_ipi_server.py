@@ -7,10 +7,12 @@ same calculator, units converted with ``ase.units`` as the driver does.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import numpy as np
 import pytest
@@ -24,7 +26,14 @@ pytest.importorskip("ipi")
 
 from ase_mlp.calculators.oscillators import HarmonicOscillators  # noqa: E402
 from ase_mlp.cli import default_model_path  # noqa: E402
-from ase_mlp.ipi import IPIRunError, ipi_input, read_properties, run  # noqa: E402
+from ase_mlp.ipi import (  # noqa: E402
+    Evaluator,
+    IPIDriver,
+    IPIRunError,
+    ipi_input,
+    read_properties,
+    run,
+)
 from ase_mlp.ipi.outputs import binary_to_atoms, read_binary_trajectory  # noqa: E402
 
 
@@ -120,6 +129,62 @@ def test_several_connections_batched_together(tmp_path, gan_calc, gan_atoms):
     assert st.batch_sizes == {1} and st.structures == 44      # 11 force evaluations x 4
     assert st.model_calls <= st.structures // 2
     np.testing.assert_array_equal(res["step"], np.arange(11))
+
+
+class _Recording(Evaluator):
+    """The driver's evaluator, keeping every request it is given."""
+
+    def __call__(self, cells, positions):
+        self.requests.append((cells.copy(), positions.copy()))
+        return super().__call__(cells, positions)
+
+
+def _served_run(tmp_path, calc, atoms, sock, start_ipi, components):
+    """4-bead PIMD through a real i-PI, all beads in one message, the potential split into
+    ``components`` equal force components on the same socket (each bead asked that many
+    times per step)."""
+    nb = 4
+    tmp_path.mkdir()
+    write(tmp_path / "init.extxyz", atoms)
+    text = ipi_input("init.extxyz", address=sock, nbeads=nb, batch_size=nb * components,
+                     steps=6, timestep_fs=1.0, seed=7, trajectory_stride=10**6,
+                     properties=("step", "potential{atomic_unit}"))
+    w = 1.0 / components
+    forces = " ".join([f"<force forcefield='ase-mlp' weight='{w}'> </force>"] * components)
+    text = text.replace("<force forcefield='ase-mlp'> </force>", forces)
+    assert text.count("<force forcefield") == components
+    (tmp_path / "input.xml").write_text(text)
+    server = start_ipi(tmp_path)
+    drv = IPIDriver(calc, atoms, unix=sock, connect_timeout=30)
+    drv.evaluator = _Recording(calc, atoms)
+    drv.evaluator.requests = []
+    stats = drv.serve()
+    assert server.wait(timeout=60) == 0
+    return stats, drv.evaluator.requests, read_properties(tmp_path / "simulation.out")
+
+
+def test_real_server_repeats_evaluated_once(tmp_path, gan_calc, gan_atoms, start_ipi):
+    """i-PI asks for each bead twice per message (two force components of one socket,
+    weights 1/2) and pads partial batches: every distinct structure of a message is computed
+    once, and the dynamics equal those of the one-component run."""
+    sock = f"amtr{uuid.uuid4().hex[:8]}"
+    try:
+        st, reqs, P2 = _served_run(tmp_path / "two", gan_calc, gan_atoms, sock, start_ipi, 2)
+        _, _, P1 = _served_run(tmp_path / "one", gan_calc, gan_atoms, sock, start_ipi, 1)
+    finally:
+        if os.path.exists(f"/tmp/ipi_{sock}"):
+            os.unlink(f"/tmp/ipi_{sock}")
+    keys = [[(c.tobytes(), q.tobytes()) for c, q in zip(*r, strict=True)] for r in reqs]
+    distinct = sum(len(set(k)) for k in keys)
+    next_to_same = sum(1 + sum(a != b for a, b in zip(k, k[1:], strict=False)) for k in keys)
+    assert st.structures == sum(len(k) for k in keys) == len(reqs) * 8
+    assert st.evaluated == distinct
+    assert distinct < next_to_same          # repeats that are not neighbours were present
+    # 7 force evaluations of 4 beads (step 0: 4 copies of the start structure)
+    assert distinct <= 1 + 6 * 4 + len(reqs)
+    np.testing.assert_array_equal(P2["step"], np.arange(7))
+    np.testing.assert_allclose(P2["potential"], P1["potential"], rtol=1e-10)
+    assert np.ptp(P2["potential"]) > 1e-5
 
 
 def _start_cli_driver(procs, sock, structure, tmp_path):
