@@ -24,6 +24,7 @@ from ase_mlp.calculators.oscillators import (
     quantum_mode_energy,
 )
 from ase_mlp.dynamics import QTB, deconvolve_theta
+from ase_mlp.dynamics.qtb import lorentzian_bin_kernel
 
 
 M = 1.008
@@ -105,12 +106,13 @@ def test_noise_spectrum_is_the_kernel():
     """The sampled random force has PSD 2 m gamma K theta(w) c(w) x sinc-correction^2."""
     n, T, gamma = 300, 100.0, 0.005 / units.fs
     atoms = _oscillators(n, T)
-    dyn = QTB(atoms, 0.5 * units.fs, T, gamma, fixcm=False, rng=1,
-              segment_length=500 * units.fs)
-    L = 2048
+    dyn = QTB(atoms, 0.5 * units.fs, T, gamma, deconvolve=False, rng=1)
+    L = 4096                               # more than one block of 2 N_f intervals
+    assert L > 2 * dyn.n_f
     R = np.empty((L, 3 * n))
     for i in range(L):
         dyn._new_interval()
+        dyn._interval = (dyn._interval + 1) % (2 * dyn.n_f)
         R[i] = dyn._R.reshape(-1)
     psd = (np.abs(np.fft.rfft(R, axis=0)) ** 2).mean(axis=1) * dyn.h / L
     w = 2 * np.pi * np.fft.rfftfreq(L, dyn.h)
@@ -122,7 +124,7 @@ def test_noise_spectrum_is_the_kernel():
     expected = 2 * M * gamma * dyn._K * quantum_mode_energy(w, T) * cut * corr**2
     for target in (0.05, 0.15, 0.5, 1.0):          # rad/fs, below the 1.257 cutoff
         sel = np.abs(w * units.fs - target) < 0.03
-        assert psd[sel].mean() / expected[sel].mean() == pytest.approx(1.0, abs=0.04)
+        assert psd[sel].mean() / expected[sel].mean() == pytest.approx(1.0, abs=0.03)
     above = w > 1.1 * dyn.cutoff_frequency
     assert psd[above].mean() < 1e-3 * expected[~above].max()
 
@@ -149,17 +151,46 @@ def test_deconvolve_theta_solves_the_kernel_equation():
     theta = quantum_mode_energy(w, 100.0)
     gamma = 0.02 / units.fs
     f = deconvolve_theta(w, theta, gamma, n_iter=200)
-    dw = w[1] - w[0]
-    wi, wj = w[1:, None], w[None, 1:]
-    Kmat = gamma * wi**2 / np.pi * dw / ((wi**2 - wj**2) ** 2 + gamma**2 * wj**2)
-    got = Kmat @ f[1:]
-    inner = slice(20, 150)                  # away from the grid ends
+    got = lorentzian_bin_kernel(w[1:], w, gamma) @ f
+    inner = slice(5, 150)                   # away from the upper grid end
     np.testing.assert_allclose(got[inner], 0.5 * theta[1:][inner], rtol=0.01)
     assert np.all(f >= 0)
 
 
-def _run(atoms, steps, state=None, **kw):
-    dyn = QTB(atoms, 0.5 * units.fs, 300.0, 0.01 / units.fs, rng=42, **kw)
+def test_lorentzian_kernel_is_integrated_over_the_bins():
+    """The response of a mode to a flat spectrum is 1/2 on any grid, fine or coarse
+    (a point-sampled Lorentzian is off by tens of % when the bin is wider than gamma), and
+    the kinetic kernel reproduces the Q2 numbers of methods 1.7."""
+    gamma = 0.005 / units.fs
+    for dw in (0.0005, 0.025):              # gamma / 10 and 5 gamma (N_f = 100 default grid)
+        w = np.arange(0, 3.0, dw) / units.fs
+        K = lorentzian_bin_kernel(np.array([0.0304, 0.1519, 0.3]) / units.fs, w, gamma)
+        np.testing.assert_allclose(K.sum(axis=1), 0.5, rtol=2e-3)
+    # methods Q2: hbar w0 = 0.1 eV, 100 K, gamma 0.005/fs, no deconvolution: E_pot -0.98 %
+    w = np.arange(0, 15000 * 2 * np.pi * units._c * 1e2 * 1e-15, 0.0005) / units.fs
+    theta = quantum_mode_energy(w, 100.0)
+    ep = lorentzian_bin_kernel(W0, w, gamma) @ theta
+    assert ep[0] / (0.5 * quantum_mode_energy(W0, 100.0)) - 1 == pytest.approx(-0.0098,
+                                                                                abs=5e-4)
+    ek = lorentzian_bin_kernel(W0, w, gamma, kinetic=True) @ theta
+    assert ek[0] / (0.5 * quantum_mode_energy(W0, 100.0)) - 1 == pytest.approx(0.050,
+                                                                                abs=2e-3)
+
+
+def test_deconvolution_on_the_default_grid_gives_the_quantum_energy():
+    """deconvolve=True with the default grid: the spectrum the noise carries gives a
+    harmonic mode theta/2 (the old point-sampled kernel on the N_f = 100 grid gave -49 %,
+    -73 %, -95 % at gamma = 10, 5, 1 / ps)."""
+    a = _oscillators(2, 50.0)
+    for gamma in (0.001, 0.005, 0.01):
+        dyn = QTB(a, 1.0 * units.fs, 50.0, gamma / units.fs, rng=0)
+        w0 = np.array([0.02, 0.05, 0.15]) / HBAR
+        ep = dyn.harmonic_energies(w0)["epot"] / (0.5 * quantum_mode_energy(w0, 50.0))
+        np.testing.assert_allclose(ep, 1.0, atol=0.005)
+
+
+def _run(atoms, steps, state=None, friction=0.01 / units.fs, **kw):
+    dyn = QTB(atoms, 0.5 * units.fs, 300.0, friction, rng=42, **kw)
     if state is not None:
         dyn.load_state(state)
     dyn.run(steps)
@@ -168,7 +199,8 @@ def _run(atoms, steps, state=None, **kw):
 
 @pytest.mark.parametrize("variant", ["nvt", "adaptive", "npt", "npt_full"])
 def test_restart_bit_for_bit(tmp_path, variant):
-    kw = {"segment_length": 40 * units.fs}         # segments end inside the run
+    # a short default segment (6 pi / friction = 38 fs): blocks and segments end in the run
+    kw = {"friction": 0.5 / units.fs}
     if variant == "adaptive":
         kw.update(adaptive=True, adaptation_rate=0.5)
     if variant.startswith("npt"):
@@ -190,6 +222,7 @@ def test_restart_bit_for_bit(tmp_path, variant):
         second = system()                            # a fresh process would do the same
         rest = _run(second, 70, state=tmp_path / "state.npz", **kw)
     assert rest.nsteps == whole.nsteps == 120
+    assert whole.segment_length < 50 * units.fs
     assert np.array_equal(second.positions, whole.atoms.positions)
     assert np.array_equal(second.get_momenta(), whole.atoms.get_momenta())
     assert np.array_equal(second.cell.array, whole.atoms.cell.array)
@@ -230,6 +263,11 @@ def test_bad_input():
         QTB(c, dt, 100.0, 0.01 / units.fs, rng=0)
     with pytest.raises(ValueError, match="kernel"):
         QTB(a, dt, 100.0, 0.01 / units.fs, kernel="semi", rng=0)
+    # the frequency grid must resolve the friction: 2 pi / segment_length <= friction / 3
+    with pytest.raises(ValueError, match=r"segment_length 200 fs is too short for friction "
+                                         r"0.01 /fs.*>= 6 pi / friction = 1884.96 fs"):
+        QTB(a, dt, 100.0, 0.01 / units.fs, segment_length=200 * units.fs, rng=0)
+    QTB(a, dt, 100.0, 0.01 / units.fs, segment_length=1900 * units.fs, rng=0)
     with pytest.raises(ValueError, match="temperature_K must be >= 0"):
         dyn = QTB(a, dt, lambda t: 100.0 - t / units.fs, 0.01 / units.fs, rng=0)
         dyn.run(400)
@@ -249,8 +287,8 @@ def test_temperature_ramp_rebuilds_the_filter():
 def test_diagnostics_and_spectra_files(tmp_path):
     """Plain QTB on harmonic oscillators satisfies the FDT (small residual, no leakage)."""
     a = _oscillators(500, 100.0)
-    dyn = QTB(a, 0.5 * units.fs, 100.0, 0.02 / units.fs, diagnostics=True, rng=0, fixcm=False,
-              segment_length=400 * units.fs, fdt_log=tmp_path / "fdt.log")
+    dyn = QTB(a, 0.5 * units.fs, 100.0, 0.05 / units.fs, diagnostics=True, rng=0,
+              fdt_log=tmp_path / "fdt.log")
     dyn.run(4 * 2 * dyn.n_f * dyn.alpha)
     d = dyn.fdt["H"]
     peak = np.argmax(d["CvR"])
@@ -261,7 +299,7 @@ def test_diagnostics_and_spectra_files(tmp_path):
     assert len((tmp_path / "fdt.log").read_text().splitlines()) == 4
     paths = dyn.write_spectra(tmp_path / "QTB_spectra")
     assert np.loadtxt(paths[0]).shape == (dyn.n_f + 1, 6)
-    assert dyn.noise_memory_bytes() >= 3 * 2 * dyn.n_f * 3 * 500 * 8
+    assert dyn.noise_memory_bytes() >= 3 * 4 * 2 * dyn.n_f * 3 * 500     # block, segment: float32
 
 
 def test_qtb_npt_keeps_a_crystal():
