@@ -12,11 +12,11 @@ from ase.calculators.calculator import Calculator, PropertyNotImplementedError, 
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from ase_mlp.kernels import check_backend, check_threads, kernel_settings
-from ase_mlp.models.base import Model, symbols_to_species
+from ase_mlp.models.base import Model, check_finite_parameters, symbols_to_species
 from ase_mlp.models.committee import Committee
-from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list
+from ase_mlp.neighbors import VerletNeighborList, batch_neighbor_list, check_cell
 from ase_mlp.neighbors.device import choose_neighbors, device_batch_neighbors
-from ase_mlp.neighbors.graph import Graph, graph_from_neighbors
+from ase_mlp.neighbors.graph import Graph, graph_from_neighbors, short_edges
 
 
 def _default_device():
@@ -29,7 +29,11 @@ def model_formats() -> dict:
 
 
 def load_model(*paths) -> Model:
-    """Open a model from one file (our format) or a pair of LAMMPS files (either order)."""
+    """Open a model from one file (our format) or a pair of LAMMPS files (either order).
+
+    The model's ``source_file`` attribute holds the absolute path (a list of two for a
+    pair), which :class:`MLPCalculator` records in its ``parameters``.
+    """
     paths = [pathlib.Path(p) for p in paths]
     if not paths:
         raise ValueError("no model file given")
@@ -41,14 +45,21 @@ def load_model(*paths) -> Model:
         fmt = ep.load()
         tried.append(name)
         if fmt.can_load(paths):
-            return fmt.load(paths)
+            model = fmt.load(paths)
+            files = [str(p.resolve()) for p in paths]
+            model.source_file = files[0] if len(files) == 1 else files
+            return model
     raise ValueError(
         f"cannot recognise the model file(s) {[str(p) for p in paths]}; supported: one ase_mlp "
         f"model file, a LAMMPS .snapcoeff/.snapparam pair, an ML-IAP .model/.descriptor pair, or a "
         f"LAMMPS .snap/.mliap wrapper (formats tried: {tried})")
 
 
-def _check_atoms(atoms, elements):
+def _check_atoms(atoms, elements, radius: float, min_distance: float, accepted=None):
+    """Species indices of ``atoms``; ``ValueError`` naming the atom, element or cell
+    vector for input no model can evaluate (cheap: O(N), vectorised). ``accepted``
+    (a one-entry list) remembers the last cell that passed, so MD at a fixed cell
+    skips its checks."""
     pos = atoms.positions
     bad = ~np.isfinite(pos).all(axis=1)
     if bad.any():
@@ -58,10 +69,46 @@ def _check_atoms(atoms, elements):
     cell = np.asarray(atoms.cell.array, dtype=float)
     if not np.isfinite(cell).all():
         raise ValueError(f"the cell has non-finite entries: {cell.tolist()}")
-    if np.any(atoms.pbc) and abs(np.linalg.det(cell)) < 1e-12:
-        raise ValueError(
-            f"periodic cell (pbc={atoms.pbc.tolist()}) has zero volume: {cell.tolist()}")
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    key = (cell.tobytes(), pbc.tobytes())
+    if pbc.any() and (accepted is None or accepted[0] != key):
+        # only the periodic vectors matter: open directions may have zero rows
+        # (ase.build.nanotube, slabs with c = 0, molecules)
+        lengths = np.linalg.norm(cell, axis=1)
+        short = np.flatnonzero(pbc & (lengths > 0.0) & (lengths < min_distance))
+        if len(short):
+            d = int(short[0])
+            raise ValueError(
+                f"periodic cell vector {d} {cell[d].tolist()} is only {lengths[d]:.3g} Å long: "
+                f"every atom would overlap its own periodic image (closer than min_distance="
+                f"{min_distance:g} Å)")
+        check_cell(cell, pbc, radius)
+        if accepted is not None:
+            accepted[0] = key
     return species
+
+
+def _describe_short(graph: Graph, edges, lengths, offsets, min_distance) -> dict[int, str]:
+    """One message per structure with edges shorter than min_distance: its closest pair."""
+    i, j = (graph.edge_index[:, torch.as_tensor(edges, device=graph.edge_index.device)]
+            .cpu().numpy())
+    shifts = graph.shifts[torch.as_tensor(edges, device=graph.shifts.device)].cpu().numpy()
+    system = graph.system.cpu().numpy()[i] if graph.n_systems > 1 else np.zeros(len(i), int)
+    out = {}
+    for k in np.unique(system):
+        sel = np.flatnonzero(system == k)
+        e = sel[int(np.argmin(lengths[sel]))]
+        a, b = int(i[e] - offsets[k]), int(j[e] - offsets[k])
+        if a == b:
+            what = (f"atom {a} and its own periodic image (cell shift "
+                    f"{shifts[e].astype(int).tolist()}) are")
+        else:
+            a, b = min(a, b), max(a, b)
+            what = f"atoms {a} and {b} are"
+        out[int(k)] = (f"{what} {lengths[e]:.3g} Å apart, closer than min_distance="
+                       f"{min_distance:g} Å; overlapping atoms give meaningless energies "
+                       "(MLPCalculator(min_distance=...) lowers the threshold, 0 disables it)")
+    return out
 
 
 class MLPCalculator(Calculator):
@@ -97,6 +144,28 @@ class MLPCalculator(Calculator):
         C++ compiler is available, ``"compiled"`` raises instead) or the torch code.
         Default: that of the enclosing :func:`ase_mlp.kernels.kernel_settings`
         context, ``"auto"`` outside any. ``threads=None`` likewise defers to it.
+    min_distance : float
+        Smallest allowed distance between two atoms (or an atom and a periodic image
+        of itself), Å; default 0.1. Closer atoms raise ``ValueError`` naming the two
+        atoms and their distance: overlapping atoms give finite but meaningless
+        energies (no model was trained on them, and pairs closer than 1e-10 Å are
+        ignored altogether, as in LAMMPS). Checked on the edge vectors of the
+        neighbour list (one vectorised pass); ``0`` disables the check.
+
+    Input checks: non-finite positions, unknown elements, periodic cell vectors of
+    zero length or so short that the neighbour search would need more than
+    :data:`ase_mlp.neighbors.MAX_PERIODIC_IMAGES` periodic images, and NaN or infinite
+    model weights (at construction, naming the parameter) raise ``ValueError``.
+    Lattice vectors along non-periodic directions are ignored and may be zero
+    (``ase.build.nanotube``, slabs with ``c = 0``, molecules): energies and forces
+    are those of the same structure in a vacuum cell; ``stress`` then raises
+    ``PropertyNotImplementedError`` (no volume), as for open clusters.
+
+    ``parameters`` (and so ``todict()``, trajectories and ``ase.db`` rows) record the
+    model class, ``model_file`` (when it was loaded from one, else None),
+    ``model_checksum`` (:func:`ase_mlp.models.serialization.model_checksum` of the
+    given model: the digest stored in files written by ``model.save``), ``elements``,
+    ``cutoff``, ``dtype``, ``device``, ``skin`` and ``min_distance``.
 
     Implemented properties: ``energy``, ``free_energy``, ``energies``,
     ``forces``, ``stress``, ``stresses`` (per-atom, eV/Å³, summing to ``stress``).
@@ -109,12 +178,22 @@ class MLPCalculator(Calculator):
 
     def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
                  neighbors: str = "auto", threads: int | None = None, backend: str | None = None,
-                 **kwargs):
+                 min_distance: float = 0.1, **kwargs):
         super().__init__(**kwargs)
         self.threads = check_threads(threads)
         self.backend = None if backend is None else check_backend(backend)
         if not isinstance(model, Model):
             raise TypeError(f"model must be an ase_mlp Model, got {type(model).__name__}")
+        try:
+            min_distance = float(min_distance)
+        except (TypeError, ValueError):
+            raise ValueError(f"min_distance must be a number >= 0 (Å), got {min_distance!r}"
+                             ) from None
+        if not np.isfinite(min_distance) or min_distance < 0.0:
+            raise ValueError(f"min_distance must be a finite number >= 0 (Å), got {min_distance}")
+        self.min_distance = min_distance
+        source = getattr(model, "source_file", None)
+        check_finite_parameters(model, where=None if source is None else str(source))
         self.device = torch.device(device if device is not None else _default_device())
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
@@ -146,8 +225,29 @@ class MLPCalculator(Calculator):
         if skin < 0:
             raise ValueError(f"skin must be >= 0, got {skin}")
         self.skin = float(skin)
+        # radius of the Verlet neighbour search (the cell check counts images within it)
+        self._radius = max(float(self._pair_cutoffs.max()) + self.skin, 1e-12)
+        self._accepted_cell = [None]  # last cell that passed the checks of _check_atoms
         # rebuilds itself when species, pbc, the cell or the atom count change
         self._verlet = VerletNeighborList(None, skin=self.skin, pair_cutoffs=self._pair_cutoffs)
+        from ase_mlp.models.serialization import model_checksum
+
+        self.model_file = source
+        self.parameters.update(
+            model=type(model).__name__, model_file=source, model_checksum=model_checksum(model),
+            elements=list(self.elements), cutoff=float(self._pair_cutoffs.max()),
+            dtype=str(self.dtype).replace("torch.", ""), device=str(self.device),
+            skin=self.skin, min_distance=self.min_distance)
+
+    def __repr__(self) -> str:
+        p = self.parameters
+        model = p["model"]
+        if hasattr(self.model, "models"):
+            model += "(" + " + ".join(type(m).__name__ for m in self.model.models) + ")"
+        file = "" if p["model_file"] is None else f", file={p['model_file']!r}"
+        return (f"{type(self).__name__}(model={model}, elements={p['elements']}, "
+                f"cutoff={p['cutoff']:.4g} Å, dtype={p['dtype']}, device={p['device']}"
+                f"{file}, checksum={p['model_checksum'][:12]})")
 
     @classmethod
     def from_file(cls, *paths, device=None, dtype=None, **kwargs) -> "MLPCalculator":
@@ -160,7 +260,8 @@ class MLPCalculator(Calculator):
             properties = self.implemented_properties
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
-        species = _check_atoms(atoms, self.elements)
+        species = _check_atoms(atoms, self.elements, self._radius, self.min_distance,
+                               self._accepted_cell)
         self._verlet.update(atoms.positions, atoms.cell.array, atoms.pbc, species)
         i, j, S = self._verlet.get(atoms.positions, atoms.cell.array)
         n = len(atoms)
@@ -168,6 +269,9 @@ class MLPCalculator(Calculator):
             atoms.positions, atoms.cell.array[None], species, np.zeros(n, dtype=np.int64),
             i, j, S, dtype=self.dtype, device=self.device, pbc=atoms.pbc[None])
         del i, j, S  # the graph holds its own copies: free these before the model runs
+        bad = self._short(graph, [0])
+        if bad:
+            raise ValueError(bad[0])
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
         if not want_stress and "forces" in properties and atoms.pbc.all():
             # the virial costs ~5 % on top of the forces, while a later get_stress() at the
@@ -176,7 +280,8 @@ class MLPCalculator(Calculator):
         self.results = self._evaluate(graph, [atoms], want_stress)[0]
 
     # ------------------------------------------------------------ batch
-    def calculate_batch(self, images, properties=("energy", "forces", "stress")) -> list[dict]:
+    def calculate_batch(self, images, properties=("energy", "forces", "stress"), *,
+                        errors: str = "raise") -> list[dict]:
         """Evaluate many structures (any sizes) in one model call.
 
         Returns one dict per structure with ASE's result keys (``energy``,
@@ -184,28 +289,87 @@ class MLPCalculator(Calculator):
         when asked; structures whose cell is not 3D (open clusters) get no stress
         keys instead of failing the whole batch). Does not attach results to the
         images.
+
+        Parameters
+        ----------
+        images : sequence of ase.Atoms
+        properties : sequence of str
+            Properties to compute (stress is skipped when none of ``stress``,
+            ``stresses``, ``stress_std`` is asked for).
+        errors : {"raise", "skip"}
+            What a structure that fails the input checks (unknown element, non-finite
+            position, bad cell, atoms closer than ``min_distance``) does: ``"raise"``
+            (default) raises ``ValueError("structure k of n: ...")`` naming its index
+            in ``images``; ``"skip"`` evaluates the others and puts
+            ``{"error": "structure k of n: ..."}`` (no result keys) in its place.
         """
+        if errors not in ("raise", "skip"):
+            raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
         images = list(images)
         if not images:
             return []
         unknown = set(properties) - set(self.implemented_properties)
         if unknown:
             raise PropertyNotImplementedError(f"unknown properties {sorted(unknown)}")
-        species = [_check_atoms(a, self.elements) for a in images]
+        n = len(images)
+        failed: dict[int, str] = {}
+
+        def fail(k: int, message: str):
+            message = f"structure {k} of {n}: {message}"
+            if errors == "raise":
+                raise ValueError(message) from None
+            failed[k] = message
+
+        species = {}
+        for k, atoms in enumerate(images):
+            try:
+                species[k] = _check_atoms(atoms, self.elements, self._radius, self.min_distance)
+            except ValueError as err:
+                fail(k, str(err))
+        good = [k for k in range(n) if k not in failed]
+        graph = self._batch_graph([images[k] for k in good], [species[k] for k in good])
+        bad = self._short(graph, [0] if len(good) == 1 else None)
+        if bad:
+            for b in sorted(bad):
+                fail(good[b], bad[b])
+            good = [k for k in good if k not in failed]
+            graph = self._batch_graph([images[k] for k in good], [species[k] for k in good])
+        want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
+        results = [{"error": failed[k]} if k in failed else None for k in range(n)]
+        if good:
+            for k, r in zip(good, self._evaluate(graph, [images[k] for k in good], want_stress,
+                                                 strict_stress=False), strict=True):
+                results[k] = r
+        return results
+
+    def _batch_graph(self, images, species) -> Graph | None:
+        """Batched graph of ``images`` (checked already); None when there are none."""
+        if not images:
+            return None
         periodic = all(a.pbc.all() for a in images)
         if choose_neighbors(self.neighbors, periodic, self.device) == "device":
-            graph = self._device_graph(images, species)
-        else:
-            nb = batch_neighbor_list(
-                [(a.positions, a.cell.array, a.pbc) for a in images], None,
-                species=species, pair_cutoffs=self._pair_cutoffs)
-            graph = graph_from_neighbors(
-                np.concatenate([a.positions for a in images]),
-                np.stack([a.cell.array for a in images]),
-                np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
-                dtype=self.dtype, device=self.device, pbc=np.stack([a.pbc for a in images]))
-        want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
-        return self._evaluate(graph, images, want_stress, strict_stress=False)
+            return self._device_graph(images, species)
+        nb = batch_neighbor_list(
+            [(a.positions, a.cell.array, a.pbc) for a in images], None,
+            species=species, pair_cutoffs=self._pair_cutoffs)
+        return graph_from_neighbors(
+            np.concatenate([a.positions for a in images]),
+            np.stack([a.cell.array for a in images]),
+            np.concatenate(species), nb.atom_system, nb.i, nb.j, nb.shifts,
+            dtype=self.dtype, device=self.device, pbc=np.stack([a.pbc for a in images]))
+
+    def _short(self, graph, offsets=None) -> dict[int, str]:
+        """Structures (index in the graph) with atoms closer than ``min_distance``, each
+        with a message naming its closest pair; empty (one vectorised pass) when none."""
+        if graph is None or self.min_distance <= 0.0:
+            return {}
+        edges, lengths = short_edges(graph, self.min_distance)
+        if len(edges) == 0:
+            return {}
+        if offsets is None:
+            sizes = torch.bincount(graph.system, minlength=graph.n_systems).cpu().numpy()
+            offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        return _describe_short(graph, edges, lengths, offsets, self.min_distance)
 
     def _device_graph(self, images, species) -> Graph:
         """Batched graph with its neighbour list built on the device (one copy of the
@@ -263,8 +427,11 @@ class MLPCalculator(Calculator):
                                                     v[0, 1]])
                 elif strict_stress:
                     raise PropertyNotImplementedError(
-                        "stress needs a cell with three non-zero lattice vectors "
-                        f"(structure {k} has cell rank {atoms.cell.rank})")
+                        "stress is not defined for a cell of zero volume: it needs three "
+                        "linearly independent lattice vectors, but this cell has rank "
+                        f"{atoms.cell.rank} ({atoms.cell.array.tolist()}, pbc="
+                        f"{atoms.pbc.tolist()}); give the open directions a vacuum lattice "
+                        "vector to get the stress of that cell")
             results.append(r)
             start += n
         return results

@@ -52,6 +52,7 @@ import math
 import os
 import pathlib
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -548,8 +549,76 @@ def _describe_count(K: int, quadratic: bool, desc: Bispectrum) -> str:
     return f"1 + K = {K + 1} for a linear model with twojmax={desc.twojmax}, {k}"
 
 
+#: suffixes of the LAMMPS input fragments looked at by :func:`_warn_if_wrapped`
+_WRAPPER_SUFFIXES = (".snap", ".mliap", ".lammps", ".mod", ".in")
+
+
+def _warn_if_wrapped(first, second) -> None:
+    """Warn when a LAMMPS wrapper beside a model pair adds pair styles to it.
+
+    Ta06A.snapcoeff/.snapparam are used by Ta06A.snap with ``hybrid/overlay zbl``:
+    the pair alone lacks the ZBL core, which keeps atoms apart. Wrappers (files
+    with a suffix in :data:`_WRAPPER_SUFFIXES` holding a ``pair_style`` line) in
+    the same directory whose ``pair_coeff`` lines name both files and other pair
+    styles are reported; anything unreadable is skipped silently.
+    """
+    try:
+        files = {pathlib.Path(first).resolve(), pathlib.Path(second).resolve()}
+        folder = next(iter(files)).parent
+        candidates = sorted(p for p in folder.iterdir()
+                            if p.suffix in _WRAPPER_SUFFIXES and p.is_file()
+                            and p.stat().st_size < (1 << 20))
+    except OSError:
+        return
+    for wrapper in candidates:
+        try:
+            text = wrapper.read_text(errors="replace")
+        except OSError:
+            continue
+        # cheap filter first (file names built from variables are not recognised)
+        if not all(p.name in text for p in files) or _sniff(wrapper) != "lammps-input":
+            continue
+        try:
+            commands = _wrapper_commands(wrapper)
+        except Exception:  # noqa: BLE001 - a wrapper we cannot read is not our concern here
+            continue
+        named, extra, style = False, set(), None
+        for cmd in commands:
+            w = cmd.words
+            if w[0] == "pair_style":
+                style = " ".join(w[1:])
+            elif w[0] == "pair_coeff" and len(w) > 3:
+                if {_resolve(wrapper, x).resolve() for x in w[3:] if "." in x} >= files:
+                    named = True
+                if style is not None and style.startswith("hybrid") and w[3] not in (
+                        "snap", "mliap"):
+                    extra.add(w[3])
+        if named and extra:
+            warnings.warn(
+                f"{' and '.join(sorted(p.name for p in files))} were read as a bare SNAP model, "
+                f"but {wrapper} beside them uses them in 'pair_style {style}' together with "
+                f"{', '.join(sorted(extra))}: the model read here lacks that term (e.g. the ZBL "
+                "core repulsion that keeps atoms apart); use read_lammps_potential("
+                f"{str(wrapper)!r}) (or MLPCalculator.from_file of that file) to include it",
+                UserWarning, stacklevel=_caller_level())
+            return
+
+
+def _caller_level() -> int:
+    """``stacklevel`` that attributes a warning to the first caller outside ase_mlp."""
+    package = str(pathlib.Path(__file__).resolve().parents[1])
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def read_snap(coeff_file, param_file, *, elements=None):
     """Read a LAMMPS ``pair_style snap`` model (``.snapcoeff`` + ``.snapparam``).
+
+    Warns when a LAMMPS wrapper file in the same directory (such as ``Ta06A.snap``)
+    uses the pair together with other pair styles (``hybrid/overlay zbl``): read the
+    wrapper with :func:`read_lammps_potential` to get the whole potential.
 
     Parameters
     ----------
@@ -570,6 +639,13 @@ def read_snap(coeff_file, param_file, *, elements=None):
     ModelFileError
         Naming file, line and key of any problem.
     """
+    model = _read_snap(coeff_file, param_file, elements=elements)
+    _warn_if_wrapped(coeff_file, param_file)
+    return model
+
+
+def _read_snap(coeff_file, param_file, *, elements=None):
+    """:func:`read_snap` without the wrapper warning (used by :func:`read_lammps_potential`)."""
     coeff_file, param_file = _order(coeff_file, param_file, "snapcoeff", "snapparam",
                                     "mliap-model", "read_mliap")
     kw = _parse_keywords(param_file, _SNAP_SCALARS, _SNAP_PER_ELEMENT, "a SNAP parameter file")
@@ -1523,7 +1599,7 @@ def read_lammps_potential(path) -> Model:
         raise ModelFileError(path, "every atom type is NULL", line=line, key="pair_coeff")
 
     if ml == "snap":
-        snap = read_snap(_resolve(path, files[0]), _resolve(path, files[1]), elements=elements)
+        snap = _read_snap(_resolve(path, files[0]), _resolve(path, files[1]), elements=elements)
     else:
         style, mfile, dfile = styles["mliap"]
         snap = read_mliap(_resolve(path, mfile), _resolve(path, dfile), style=style)

@@ -198,6 +198,31 @@ def _compiled_assembly(vectors: torch.Tensor, edge_grad: torch.Tensor) -> bool:
     return cpu_loop_usable([vectors, edge_grad])
 
 
+def check_finite_parameters(model: torch.nn.Module, where: str | None = None) -> None:
+    """Raise ``ValueError`` naming the first parameter or buffer of ``model`` that holds
+    a NaN or an infinity (a model with one gives NaN energies for every structure).
+
+    ``where`` (e.g. the file the model came from) prefixes the message.
+    """
+    items = [("parameter", n, t) for n, t in model.named_parameters()]
+    items += [("buffer", n, t) for n, t in model.named_buffers()]
+    with torch.no_grad():
+        bad_item = next(((kind, n, t) for kind, n, t in items
+                         if (t.is_floating_point() or t.is_complex()) and t.numel()
+                         and not bool(torch.isfinite(t).all())), None)
+    if bad_item is None:
+        return
+    kind, name, t = bad_item
+    bad = ~torch.isfinite(t.detach()).cpu()
+    idx = tuple(int(k) for k in torch.nonzero(bad)[0])
+    value = t.detach().cpu()[idx].item() if idx else t.detach().cpu().item()
+    prefix = f"{where}: " if where else ""
+    raise ValueError(
+        f"{prefix}{type(model).__name__} {kind} {name!r} (shape {tuple(t.shape)}) holds "
+        f"{int(bad.sum())} non-finite value(s), first {value} at index {list(idx)}; a model with "
+        "NaN or infinite weights gives NaN energies and forces")
+
+
 def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:
     """Map chemical symbols to species indices; clear error on unknown elements."""
     index = {e: k for k, e in enumerate(elements)}
@@ -214,4 +239,4 @@ def symbols_to_species(symbols, elements: list[str]) -> np.ndarray:
 
 
 __all__ = ["Model", "CompositeModel", "MODEL_REGISTRY", "register_model", "edges_within",
-           "assemble", "symbols_to_species", "check_elements"]
+           "assemble", "symbols_to_species", "check_elements", "check_finite_parameters"]

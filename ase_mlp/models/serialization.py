@@ -9,17 +9,30 @@ A saved model is a ``torch.save`` archive of plain data (loaded with
      "elements": [...], "cutoffs": [[...]], "units": {"energy": "eV", "length": "Angstrom"}}
 
 ``elements``, ``cutoffs`` and ``units`` are informational copies checked on load.
+
+Files written by this version also hold
+``"checksum": {"algorithm": "sha256", "digest": ..., "of": "model"}``, the :func:`checksum`
+of the ``model`` entry (class names, configs, tensor dtypes, shapes and bytes; the header
+keys are checked against the model instead), which is also :func:`model_checksum` of the
+saved model. :func:`load` recomputes it and raises :class:`ModelFormatError` ("corrupt")
+when it differs, so a damaged file (a flipped bit in a weight, which ``torch.load`` does
+not notice) is never evaluated. Files written before checksums existed load as before.
+The same helpers (:func:`with_checksum`, :func:`verify_checksum`) guard the NN training
+checkpoints of ``fit --resume``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import pathlib
+import struct
 
 import numpy as np
 import torch
 
 from ase_mlp._version import __version__
-from ase_mlp.models.base import MODEL_REGISTRY, CompositeModel, Model
+from ase_mlp.models.base import MODEL_REGISTRY, CompositeModel, Model, check_finite_parameters
 
 
 FORMAT = "ase_mlp-model"
@@ -28,6 +41,117 @@ VERSION = 1
 
 class ModelFormatError(ValueError):
     """A saved model file is malformed; the message names the file and the key."""
+
+
+#: key of the checksum entry in model files and training checkpoints
+CHECKSUM_KEY = "checksum"
+_ALGORITHM = "sha256"
+
+
+def _feed(h, obj) -> None:
+    """Add ``obj`` to the hash ``h`` in a canonical, type-tagged form.
+
+    Tensors contribute their dtype, shape and raw bytes (CPU, contiguous); dict
+    entries are taken in the order of their sorted keys' reprs, lists and tuples
+    alike in order; Python (and numpy) scalars by exact value.
+    """
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        t = t.cpu().contiguous()
+        h.update(b"T" + str(t.dtype).encode() + repr(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(obj, dict):
+        h.update(b"D%d:" % len(obj))
+        for key in sorted(obj, key=repr):
+            _feed(h, key)
+            _feed(h, obj[key])
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"L%d:" % len(obj))
+        for item in obj:
+            _feed(h, item)
+    elif obj is None:
+        h.update(b"N")
+    elif isinstance(obj, (bool, np.bool_)):
+        h.update(b"B1" if obj else b"B0")
+    elif isinstance(obj, (int, np.integer)):
+        h.update(b"I" + str(int(obj)).encode() + b";")
+    elif isinstance(obj, (float, np.floating)):
+        x = float(obj)
+        h.update(b"F" + (struct.pack("<d", x) if not math.isnan(x) else b"nan"))
+    elif isinstance(obj, str):
+        data = obj.encode("utf-8", "surrogatepass")
+        h.update(b"S%d:" % len(data) + data)
+    elif isinstance(obj, bytes):
+        h.update(b"Y%d:" % len(obj) + obj)
+    elif isinstance(obj, np.ndarray):
+        _feed(h, torch.as_tensor(np.ascontiguousarray(obj)))
+    else:
+        text = repr(obj).encode()
+        h.update(b"R%d:" % len(text) + text)
+
+
+def checksum(obj) -> str:
+    """SHA-256 hex digest of nested plain data (dicts, lists, tensors, scalars, strings).
+
+    A pure function of the values: the same data gives the same digest in any
+    process, whichever device or memory layout its tensors had (each tensor is
+    hashed by dtype, shape and bytes). A top-level ``"checksum"`` entry is left
+    out, so ``checksum(with_checksum(d)) == checksum(d)``.
+    """
+    h = hashlib.sha256()
+    if isinstance(obj, dict) and CHECKSUM_KEY in obj:
+        obj = {k: v for k, v in obj.items() if k != CHECKSUM_KEY}
+    _feed(h, obj)
+    return h.hexdigest()
+
+
+def with_checksum(data: dict) -> dict:
+    """A shallow copy of ``data`` with its :func:`checksum` under ``"checksum"``
+    (``{"algorithm": "sha256", "digest": ...}``), for :func:`verify_checksum`."""
+    out = {k: v for k, v in data.items() if k != CHECKSUM_KEY}
+    out[CHECKSUM_KEY] = {"algorithm": _ALGORITHM, "digest": checksum(out)}
+    return out
+
+
+def verify_checksum(data, path, what: str = "model file", *, required: bool = False) -> str | None:
+    """Check the ``"checksum"`` entry of loaded ``data`` against its contents.
+
+    The entry's optional ``"of"`` names the one key it covers (model files: ``"model"``);
+    without it the digest covers every other entry. Returns the stored digest, or None
+    when the data carry none (files written
+    before checksums existed; an error instead when ``required``). Raises
+    :class:`ModelFormatError` naming ``path`` when the digest differs: the file
+    was damaged or modified after it was written.
+    """
+    if not isinstance(data, dict) or CHECKSUM_KEY not in data:
+        if required:
+            raise ModelFormatError(f"{path}: {what} has no checksum")
+        return None
+    entry = data[CHECKSUM_KEY]
+    if (not isinstance(entry, dict) or entry.get("algorithm") != _ALGORITHM
+            or not isinstance(entry.get("digest"), str)):
+        raise ModelFormatError(
+            f"{path}: {what} is corrupt: its checksum entry is malformed ({entry!r})")
+    of = entry.get("of")
+    if of is not None and (not isinstance(of, str) or of not in data):
+        raise ModelFormatError(
+            f"{path}: {what} is corrupt: its checksum covers key {of!r}, which is missing")
+    actual = checksum(data if of is None else data[of])
+    if actual != entry["digest"]:
+        raise ModelFormatError(
+            f"{path}: {what} is corrupt: the {_ALGORITHM} checksum of its contents is "
+            f"{actual[:16]}..., but {entry['digest'][:16]}... was stored when it was written "
+            "(the file was damaged or modified since); restore it from a backup or write it "
+            "again")
+    return entry["digest"]
+
+
+def model_checksum(model: Model) -> str:
+    """Checksum of a model's class, config and tensors: the digest a file written by
+    :func:`save` stores (in float64 on the CPU as saved), identifying the model."""
+    return checksum(_to_dict(model))
 
 
 def _to_dict(model: Model) -> dict:
@@ -51,6 +175,10 @@ def save(model: Model, path) -> None:
         "cutoffs": np.asarray(model.pair_cutoffs(), dtype=float).tolist(),
         "units": dict(model.units),
     }
+    # the digest covers the model only (not the version strings), so it identifies the
+    # model: MLPCalculator reports the same value for a model in memory
+    digest = checksum(data["model"])
+    data[CHECKSUM_KEY] = {"algorithm": _ALGORITHM, "digest": digest, "of": "model"}
     torch.save(data, pathlib.Path(path))
 
 
@@ -101,14 +229,20 @@ def _from_dict(d: dict, path, where="model") -> Model:
 
 
 def load(path, *, device=None, dtype=None) -> Model:
-    """Load a model written by :func:`save`."""
+    """Load a model written by :func:`save`.
+
+    The model's ``source_file`` attribute is set to ``path`` (``MLPCalculator`` records
+    it). Raises :class:`ModelFormatError`, naming the file, for a malformed or corrupt
+    file (checksum mismatch) and for NaN or infinite weights (naming the parameter).
+    """
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file not found: {path}")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our format"
-        raise ModelFormatError(f"{path}: not an ase_mlp model file ({err})") from err
+        raise ModelFormatError(
+            f"{path}: not an ase_mlp model file, or a corrupt one ({err})") from err
     fmt = _require(data, "format", "the file header", path)
     if fmt != FORMAT:
         raise ModelFormatError(f"{path}: key 'format' is {fmt!r}, expected {FORMAT!r}")
@@ -117,7 +251,10 @@ def load(path, *, device=None, dtype=None) -> Model:
         raise ModelFormatError(
             f"{path}: format version {version!r} is not supported by ase_mlp {__version__} "
             f"(supports 1..{VERSION})")
-    model = _from_dict(_require(data, "model", "the file header", path), path)
+    model_dict = _require(data, "model", "the file header", path)
+    # before anything is built from the contents (a damaged config could ask for anything)
+    verify_checksum(data, path)
+    model = _from_dict(model_dict, path)
     elements = _require(data, "elements", "the file header", path)
     if list(elements) != list(model.elements):
         raise ModelFormatError(
@@ -126,6 +263,11 @@ def load(path, *, device=None, dtype=None) -> Model:
     if units != {"energy": "eV", "length": "Angstrom"}:
         raise ModelFormatError(
             f"{path}: key 'units' is {units}; only eV and Angstrom are supported")
+    try:
+        check_finite_parameters(model)
+    except ValueError as err:
+        raise ModelFormatError(f"{path}: {err}") from None
+    model.source_file = str(path.resolve())
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model

@@ -127,3 +127,32 @@ def edges_within(graph: Graph, vectors: torch.Tensor, cutoffs: torch.Tensor):
     mask = (rsq < rc * rc) & (rsq > 1e-20)
     index = torch.nonzero(mask, as_tuple=False).squeeze(1)
     return index, rsq[index].sqrt()
+
+
+def short_edges(graph: Graph, threshold: float, vectors: torch.Tensor | None = None):
+    """Edges shorter than ``threshold`` (Å), to catch overlapping atoms cheaply.
+
+    One vectorised pass over the edge vectors (computed unless given) and one
+    host sync. Returns ``(edges, lengths)``: numpy arrays of the ids of the short
+    edges and their lengths, both empty when there are none (the usual case).
+    """
+    empty = np.zeros(0, dtype=np.int64), np.zeros(0)
+    if graph.n_edges == 0 or not threshold > 0.0:
+        return empty
+    t2 = float(threshold) ** 2
+    with torch.no_grad():
+        v = graph.edge_vectors() if vectors is None else vectors.detach()
+        if v.device.type == "cpu":  # numpy's einsum: one pass, no threads started
+            vn = v.numpy()
+            rsq = np.einsum("ij,ij->i", vn, vn)
+            if not rsq.min() < t2:
+                return empty
+            edges = np.flatnonzero(rsq < t2)
+            return edges.astype(np.int64), np.sqrt(rsq[edges].astype(np.float64))
+        rsq = torch.einsum("ij,ij->i", v, v)
+        mask = rsq < t2
+        if not bool(mask.any()):
+            return empty
+        edges = torch.nonzero(mask, as_tuple=False).squeeze(1)
+        lengths = rsq[edges].sqrt()
+    return edges.cpu().numpy(), lengths.double().cpu().numpy()

@@ -43,6 +43,7 @@ Notes on vesin (checked against vesin 0.6.2)
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from dataclasses import dataclass
 
@@ -50,7 +51,8 @@ import numpy as np
 import vesin
 
 
-__all__ = ["BatchNeighbors", "batch_neighbor_list", "neighbor_list"]
+__all__ = ["BatchNeighbors", "MAX_PERIODIC_IMAGES", "batch_neighbor_list", "check_cell",
+           "neighbor_list"]
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -76,6 +78,10 @@ _ZERO_LENGTH = 1e-10
 #: Periodic vectors count as linearly dependent when the volume (area) they
 #: span divided by the product of their lengths is below this.
 _DEPENDENT = 1e-10
+#: Largest number of periodic images of the cell a search may visit: more means a
+#: periodic cell absurdly small for the cutoff (a 1e-5 Å lattice vector needs ~1e7
+#: images and minutes; 1e6 allows e.g. a 1-atom bcc cell with a 100 Å cutoff).
+MAX_PERIODIC_IMAGES = 10**6
 
 
 # ----------------------------------------------------------------------------
@@ -212,6 +218,55 @@ def _completed_cell(cell: np.ndarray, pbc: np.ndarray) -> np.ndarray:
             "periodic cell has zero volume: the three periodic cell vectors are linearly dependent"
         )
     return m
+
+
+def _check_images(cell: np.ndarray, m: np.ndarray, pbc: np.ndarray, radius: float) -> None:
+    """Refuse periodic cells that need more than :data:`MAX_PERIODIC_IMAGES` images
+    within ``radius`` (``m`` is :func:`_completed_cell`), naming the shortest direction.
+
+    Plain float arithmetic on the 3x3 matrix (a few microseconds: it runs for every
+    structure of a batch)."""
+    periodic = pbc.tolist()
+    if not any(periodic):
+        return
+    (a0, a1, a2), (b0, b1, b2), (c0, c1, c2) = m.tolist()
+    cross = ((b1 * c2 - b2 * c1, b2 * c0 - b0 * c2, b0 * c1 - b1 * c0),
+             (c1 * a2 - c2 * a1, c2 * a0 - c0 * a2, c0 * a1 - c1 * a0),
+             (a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0))
+    volume = abs(cross[0][0] * a0 + cross[0][1] * a1 + cross[0][2] * a2)
+    n_images, reach = 1.0, []
+    for d in range(3):
+        if not periodic[d]:
+            reach.append(-1.0)
+            continue
+        area = math.sqrt(sum(x * x for x in cross[d]))
+        q = radius * area / volume if volume > 0.0 else math.inf
+        r = math.ceil(q) if q < 1e18 else math.inf
+        reach.append(r)
+        n_images *= 2.0 * r + 1.0
+    if n_images <= MAX_PERIODIC_IMAGES:
+        return
+    d = int(np.argmax(reach))
+    face = _faces(m)[d]
+    raise ValueError(
+        f"periodic cell vector {d} {cell[d].tolist()} (length {np.linalg.norm(cell[d]):.3g} Å, "
+        f"lattice planes {face:.3g} Å apart) is far too short for the cutoff "
+        f"{radius:.4g} Å: the neighbour search would need {n_images:.3g} periodic images of the "
+        f"cell (at most {MAX_PERIODIC_IMAGES:.0e}); check the cell (Å, lattice vectors as rows) "
+        "and the pbc")
+
+
+def check_cell(cell, pbc, cutoff) -> None:
+    """Validate a cell for a neighbour search with ``cutoff`` (Å) without searching.
+
+    Raises ``ValueError`` for a non-finite cell, zero-length or linearly dependent
+    periodic vectors, or a periodic cell that would need more than
+    :data:`MAX_PERIODIC_IMAGES` images within the cutoff (naming the vector and its
+    length). Rows along open directions are ignored (zero rows are fine).
+    """
+    c = _as_cell(cell)
+    p = _as_pbc(pbc)
+    _check_images(c, _completed_cell(c, p), p, _check_cutoff(cutoff))
 
 
 # ----------------------------------------------------------------------------
@@ -562,6 +617,7 @@ def _neighbor_list(x, cell, pbc, m, cutoff, pcm, species):
     """:func:`neighbor_list` on validated inputs."""
     if len(x) == 0 or cutoff <= 0.0:
         return _empty()
+    _check_images(cell, m, pbc, cutoff)
     if len(x) <= SMALL_SYSTEM:
         out = _small_neighbor_list(x, cell, pbc, m, cutoff, pcm, species)
         if out is not None:
@@ -619,8 +675,10 @@ def neighbor_list(positions, cell, pbc, cutoff, *, species=None, pair_cutoffs=No
     ------
     ValueError
         For non-finite positions (naming the first bad atom), a periodic cell
-        of zero volume, a non-positive or non-finite cutoff, or inconsistent
-        ``species`` / ``pair_cutoffs``.
+        of zero volume or one so small for the cutoff that more than
+        :data:`MAX_PERIODIC_IMAGES` periodic images would be searched, a
+        non-positive or non-finite cutoff, or inconsistent ``species`` /
+        ``pair_cutoffs``.
     """
     i, j, s = _neighbor_list(*_validated(positions, cell, pbc, cutoff, species, pair_cutoffs))
     return _int64(i), _int64(j), _int64(s)
@@ -725,9 +783,9 @@ def batch_neighbor_list(systems, cutoff, *, species=None, pair_cutoffs=None) -> 
                 None if species is None else species[k],
                 pair_cutoffs,
             )
+            i, j, s = (_int64(a) for a in _neighbor_list(*args))
         except ValueError as error:
             raise ValueError(f"system {k}: {error}") from None
-        i, j, s = (_int64(a) for a in _neighbor_list(*args))
         n_atoms = len(args[0])
         ii.append(i + offset)
         jj.append(j + offset)

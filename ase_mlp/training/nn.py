@@ -126,10 +126,22 @@ def init_network(model, generator: torch.Generator, offsets):
 
 
 def _save_atomic(obj, path):
+    from ase_mlp.models.serialization import with_checksum
+
     path = pathlib.Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    torch.save(with_checksum(obj), tmp)
     tmp.replace(path)
+
+
+def _load_checkpoint(path):
+    """A checkpoint written by :func:`_save_atomic`, its checksum verified (older
+    checkpoints without one load as before)."""
+    from ase_mlp.models.serialization import verify_checksum
+
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    verify_checksum(saved, path, "NN training checkpoint")
+    return saved
 
 
 def _train_lbfgs(model, params, energy_fn, train_full, val_batch, weights, element_w,
@@ -154,7 +166,7 @@ def _train_lbfgs(model, params, energy_fn, train_full, val_batch, weights, eleme
     judge = val_batch if val_batch is not None else train_full
     state = None
     if resume and ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = _load_checkpoint(ckpt)
         model.load_state_dict(saved["model"])
         lbfgs.load_state_dict(saved["optimizer"])
         state = saved["state"]
@@ -292,7 +304,7 @@ def train_nn(model, train: list[FrameFeatures], validation: list[FrameFeatures] 
     state = {"epoch": 0, "best": math.inf, "best_state": None, "bad": 0, "history": []}
     ckpt = None if checkpoint is None else pathlib.Path(checkpoint)
     if optimizer == "adam" and resume and ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = _load_checkpoint(ckpt)
         if "generator" not in saved:
             raise ValueError(f"{ckpt}: checkpoint of an L-BFGS run; resume with optimizer='lbfgs'")
         model.load_state_dict(saved["model"])

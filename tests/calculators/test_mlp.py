@@ -159,6 +159,7 @@ def test_load_errors(tmp_path, rng):
     model.save(bad)
     data = torch.load(bad, weights_only=True)
     data["model"]["class"] = "NoSuchModel"
+    del data["checksum"]  # a hand-edited file keeping its checksum reads as corrupt instead
     torch.save(data, bad)
     with pytest.raises(ModelFormatError, match="unknown model class 'NoSuchModel'"):
         load(bad)
