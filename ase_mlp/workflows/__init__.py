@@ -6,6 +6,8 @@
 * :mod:`~ase_mlp.workflows.phonons`: phonopy finite-displacement phonons (batched forces).
 * :mod:`~ase_mlp.workflows.md`: MD with Langevin/Bussi/QTB thermostats, checkpoints, restarts.
 * :mod:`~ase_mlp.workflows.locality`: force locality test (perturb atoms beyond R).
+* :mod:`~ase_mlp.workflows.sscha`: SSCHA ensembles evaluated in batches, relaxation loop and
+  free-energy Hessian with python-sscha (optional extra ``sscha``).
 """
 
 from ase_mlp.workflows.elastic import (
@@ -32,11 +34,15 @@ from ase_mlp.workflows.phases import (
     zincblende,
 )
 from ase_mlp.workflows.phonons import compute_forces, phonon_summary, phonons
+from ase_mlp.workflows.sscha import SschaResult, compute_ensemble_batched
+from ase_mlp.workflows.sscha import relax as sscha_relax
 
 
 __all__ = [
     "BatchedNEB",
     "LocalityResult",
+    "SschaResult",
+    "compute_ensemble_batched",
     "compute_forces",
     "elastic_constants",
     "enthalpy_per_atom",
@@ -51,6 +57,7 @@ __all__ = [
     "rocksalt",
     "run_md",
     "run_neb",
+    "sscha_relax",
     "suggest_cutoff",
     "voigt_strain_tensor",
     "wurtzite",
