@@ -790,12 +790,19 @@ def cmd_convert(args) -> int:
 
     out = [pathlib.Path(p) for p in args.outputs]
     kind, files = _convert_writer(out)           # before loading: a typo fails fast
+    if args.format == "metatomic" and kind != "ours":
+        raise ValueError("--format metatomic writes one .pt file (a TorchScript metatomic "
+                         "model); give --outputs X.pt")
     for p in out:
         _check_outdir(p.parent, "--outputs")
     model = load_model(*args.inputs)
     for p in out:
         p.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "ours":
+    if kind == "ours" and args.format == "metatomic":
+        from ase_mlp.io.metatomic_export import export_metatomic
+
+        export_metatomic(model, files[".pt"])
+    elif kind == "ours":
         model.save(files[".pt"])
     else:
         from ase_mlp.io import lammps as lio
@@ -1141,6 +1148,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--outputs", nargs="+", required=True, metavar="FILE",
                    help="X.pt (ours); X.snapcoeff X.snapparam (LAMMPS SNAP, linear and "
                         "quadratic models); X.model X.descriptor (LAMMPS ML-IAP, also NN-SNAP)")
+    c.add_argument("--format", choices=("ase_mlp", "metatomic"), default="ase_mlp",
+                   help="for a .pt output: ase_mlp's own format, or a metatomic TorchScript "
+                        "model that LAMMPS, i-PI, metatomic_ase and torch-sim load (linear "
+                        "SNAP; needs the metatomic extra)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="describe a model")

@@ -287,8 +287,22 @@ class OwnFormat:
                 head = fh.read(4)
         except OSError:
             return False
-        return head[:2] == b"PK"  # torch.save zip archive
+        if head[:2] != b"PK":  # torch.save zip archive
+            return False
+        return not _is_torchscript(paths[0])
 
     @staticmethod
     def load(paths) -> Model:
         return load(paths[0])
+
+
+def _is_torchscript(path) -> bool:
+    """A TorchScript archive (``torch.jit.save``; metatomic ``.pt`` models): a zip with a
+    ``<name>/code/`` folder, which ``torch.save`` archives never have."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any("/code/" in name for name in zf.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
