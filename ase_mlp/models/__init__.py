@@ -1,7 +1,8 @@
-"""ase_mlp models: SNAP family, ZBL, sums, committees; saving and loading."""
+"""ase_mlp models: SNAP family, ZBL, DeePMD DeepPot-SE, sums, committees; saving and loading."""
 
 from ase_mlp.models.base import MODEL_REGISTRY, Model, register_model
 from ase_mlp.models.committee import Committee
+from ase_mlp.models.deepmd import DeepPotSE
 from ase_mlp.models.electrostatics import Electrostatics
 from ase_mlp.models.snap import NNSNAP, LinearSNAP, QuadraticSNAP
 from ase_mlp.models.sum import SumModel
@@ -21,4 +22,4 @@ def load(path, **kwargs):
 
 
 __all__ = ["Model", "MODEL_REGISTRY", "register_model", "LinearSNAP", "QuadraticSNAP",
-           "NNSNAP", "SumModel", "Committee", "Electrostatics", "ZBL", "load"]
+           "NNSNAP", "SumModel", "Committee", "Electrostatics", "ZBL", "DeepPotSE", "load"]
