@@ -40,9 +40,13 @@ def load_model(*paths) -> Model:
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"model file not found: {p}")
-    tried = []
+    tried, broken = [], []
     for name, ep in model_formats().items():
-        fmt = ep.load()
+        try:
+            fmt = ep.load()
+        except Exception as err:  # a broken third-party plugin must not hide the others
+            broken.append(f"{name} ({ep.value}): {type(err).__name__}: {err}")
+            continue
         tried.append(name)
         if fmt.can_load(paths):
             model = fmt.load(paths)
@@ -51,8 +55,9 @@ def load_model(*paths) -> Model:
             return model
     raise ValueError(
         f"cannot recognise the model file(s) {[str(p) for p in paths]}; supported: one ase_mlp "
-        f"model file, a LAMMPS .snapcoeff/.snapparam pair, an ML-IAP .model/.descriptor pair, or a "
-        f"LAMMPS .snap/.mliap wrapper (formats tried: {tried})")
+        f"model file, a LAMMPS .snapcoeff/.snapparam pair, an ML-IAP .model/.descriptor pair, a "
+        f"LAMMPS .snap/.mliap wrapper, a DeePMD .dp file or a metatomic .pt (formats tried: "
+        f"{tried}" + (f"; formats that failed to import: {broken}" if broken else "") + ")")
 
 
 def _check_atoms(atoms, elements, radius: float, min_distance: float, accepted=None):
