@@ -283,6 +283,14 @@ class MLPCalculator(Calculator):
             # same positions (NPT MD, cell metadynamics) would cost a whole evaluation
             want_stress = abs(np.linalg.det(atoms.cell.array)) > 1e-12
         self.results = self._evaluate(graph, [atoms], want_stress)[0]
+        missing = [p for p in ("energies", "stresses") if p in properties
+                   and p not in self.results and (p == "energies" or atoms.cell.rank == 3)]
+        if missing:
+            what = {"energies": "per-atom energies", "stresses": "per-atom virials"}
+            raise PropertyNotImplementedError(
+                f"{type(self.model).__name__} cannot give "
+                f"{' or '.join(what[p] for p in missing)} ({', '.join(missing)}); energy, "
+                f"forces and stress are available")
 
     # ------------------------------------------------------------ batch
     def calculate_batch(self, images, properties=("energy", "forces", "stress"), *,
@@ -408,6 +416,10 @@ class MLPCalculator(Calculator):
             f_std = out["forces_std"].detach().cpu().numpy().astype(float)
             v_std = out["virial_std"].detach().cpu().numpy().astype(float) if want_stress \
                 else None
+        # models that cannot give per-atom energies or virials (e.g. a metatomic model
+        # without per-atom outputs) say so after the call: those keys are left out
+        has_energies = getattr(self.model, "per_atom_energies", True)
+        has_stresses = getattr(self.model, "per_atom_virials", True)
         results = []
         start = 0
         for k, atoms in enumerate(images):
@@ -415,9 +427,10 @@ class MLPCalculator(Calculator):
             r = {
                 "energy": float(energy[k]),
                 "free_energy": float(energy[k]),
-                "energies": energies[start:start + n].copy(),
                 "forces": forces[start:start + n].copy(),
             }
+            if has_energies:
+                r["energies"] = energies[start:start + n].copy()
             if self.committee:
                 r["energy_std"] = float(e_std[k])
                 r["forces_std"] = f_std[start:start + n].copy()
@@ -425,7 +438,9 @@ class MLPCalculator(Calculator):
                 if atoms.cell.rank == 3:
                     vol = atoms.get_volume()
                     r["stress"] = full_3x3_to_voigt_6_stress(-virial[k] / vol)
-                    r["stresses"] = full_3x3_to_voigt_6_stress(-atom_virial[start:start + n] / vol)
+                    if has_stresses:
+                        r["stresses"] = full_3x3_to_voigt_6_stress(
+                            -atom_virial[start:start + n] / vol)
                     if self.committee:
                         v = v_std[k] / vol
                         r["stress_std"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2],

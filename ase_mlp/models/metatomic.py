@@ -25,10 +25,11 @@ Per-atom virials (``stresses``) come from the gradients of the energy with respe
 the neighbour-list vectors, split half to each end as for every ase_mlp model. That is
 exact when the model's energy depends on the positions only through its neighbour
 lists (checked at every call: the edge virials must add up to the strain virial); a
-model that uses the positions directly gets NaN per-atom virials and
-:attr:`MetatomicModel.per_atom_virials` turns False. Per-atom energies need the model
-to declare ``sample_kind="atom"`` for its energy output; otherwise ``energies`` are NaN
-(:attr:`MetatomicModel.per_atom_energies` is False). Models that need extra inputs
+model that uses the positions directly has :attr:`MetatomicModel.per_atom_virials`
+turned False, and :class:`~ase_mlp.calculators.MLPCalculator` then refuses ``stresses``
+with ``PropertyNotImplementedError``. Per-atom energies need the model to declare
+``sample_kind="atom"`` for its energy output; otherwise
+:attr:`MetatomicModel.per_atom_energies` is False and ``energies`` are refused likewise. Models that need extra inputs
 (charges, spins) or declare no energy output are refused when they are loaded.
 
 Requires ``pip install ase_mlp[metatomic]`` (``metatomic-torch``; ``metatomic-ase`` for

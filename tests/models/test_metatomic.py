@@ -17,6 +17,7 @@ import pytest
 import torch
 from ase import Atoms, units
 from ase.build import bulk
+from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
@@ -284,15 +285,19 @@ def test_clear_errors(tmp_path, calc):
         calc.calculate_batch([Atoms("NeAr", positions=[[0, 0, 0], [3, 0, 0]])])
 
 
-def test_position_dependent_model_gets_nan_per_atom_virials():
+def test_position_dependent_model_refuses_per_atom_virials():
     model = MetatomicModel(_wrap(_Tethered(), {"energy": ModelOutput(unit="eV",
                                                                      sample_kind="atom")}))
     atoms = Atoms("Ar2", positions=[[0.5, 0, 0], [3.0, 0.2, 0]], cell=[6, 6, 6], pbc=True)
     res = MLPCalculator(model, device="cpu").calculate_batch([atoms],
                                                              ("energy", "forces", "stress"))[0]
     np.testing.assert_allclose(res["forces"], -0.02 * atoms.positions, rtol=1e-14)
-    assert not model.per_atom_virials and np.isnan(res["stresses"]).all()
+    assert not model.per_atom_virials and "stresses" not in res
     assert np.isfinite(res["stress"]).all()
+    atoms.calc = MLPCalculator(model, device="cpu")
+    assert np.isfinite(atoms.get_stress()).all()
+    with pytest.raises(PropertyNotImplementedError, match="cannot give per-atom virials"):
+        atoms.get_stresses()
 
 
 # --------------------------------------------------------------------------- dynamics
