@@ -29,8 +29,9 @@ model that uses the positions directly has :attr:`MetatomicModel.per_atom_virial
 turned False, and :class:`~ase_mlp.calculators.MLPCalculator` then refuses ``stresses``
 with ``PropertyNotImplementedError``. Per-atom energies need the model to declare
 ``sample_kind="atom"`` for its energy output; otherwise
-:attr:`MetatomicModel.per_atom_energies` is False and ``energies`` are refused likewise. Models that need extra inputs
-(charges, spins) or declare no energy output are refused when they are loaded.
+:attr:`MetatomicModel.per_atom_energies` is False and ``energies`` are refused likewise.
+Models that need extra inputs (charges, spins) or declare no energy output are refused
+when they are loaded.
 
 Requires ``pip install ase_mlp[metatomic]`` (``metatomic-torch``; ``metatomic-ase`` for
 the comparison in the tests).
