@@ -1,37 +1,52 @@
-"""Time the native DeepPot-SE (``ase_mlp.models.deepmd``) against deepmd-kit's own backend.
+"""Native DeepPot-SE (``ase_mlp.models.deepmd``) vs deepmd-kit's NumPy backend, interleaved.
+
+Run by hand (not a test)::
+
+    python benchmarks/bench_deepmd.py [--pairs 3] [--steps 1] [--n-structures 64]
+                                      [--big 1000] [--json out.json]
 
 Model: the usual water se_e2_a architecture (rcut 6 Å, sel [46, 92], embedding [25, 50, 100],
 axis_neuron 16, fitting [240, 240, 240]) built by deepmd-kit's NumPy backend with seeded
 random weights and written as ``.dp``. Structures: cubes cut from the DeePMD water data
-(liquid density), 64 structures of 64 atoms and one of 1000 atoms.
+(liquid density), ``--n-structures`` structures of 64 atoms and one of ``--big`` atoms.
 
-Reported (seconds, best of ``--repeat``):
+Every measurement is a fresh spawned child process (``_harness.run_isolated``, one thread:
+``MLPCalculator(threads=1)``, ``torch.set_num_threads(1)``, ``OPENBLAS_NUM_THREADS=1``);
+the two sides alternate A B A B ..., ``--pairs`` rounds, each timing ``--steps``
+evaluations after one untimed warm-up. Reported per evaluation: min / median / max over
+the rounds of the wall and CPU time, and the peak *added* memory (peak RSS during the timed
+evaluations minus the RSS before the calculator was made); ratio = t_deepmd / t_ase_mlp of
+the medians (> 1: ase_mlp faster).
 
-* ase_mlp batched: one ``calculate_batch`` call on the 64 structures (energy, forces, stress);
-* ase_mlp one-by-one: 64 single-structure calls;
-* deepmd one-by-one: ``DeepPot.eval`` of deepmd's NumPy backend per structure (energies
-  only: the NumPy backend has no gradients, its forces are NaN), the backend that loads
-  beside torch 2.13 (deepmd's torch ops are built for torch 2.11);
-* per-atom time at 1000 atoms for both.
+Sides:
 
-Usage: ``python benchmarks/bench_deepmd.py [--device cuda] [--repeat 3]``
+* ase_mlp: ``MLPCalculator.from_file(path)``; small: one ``calculate_batch`` of all the
+  structures (energy, forces, stress); big: ``calculate`` on the one structure;
+* deepmd: ``deepmd.infer.DeepPot(path).eval`` one structure at a time, the NumPy backend
+  (the one that loads beside torch 2.13: deepmd's torch ops are built for torch 2.11);
+  energies only, since the NumPy backend has no gradients (its forces are NaN), so its
+  times are a lower bound for deepmd with forces.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
+import os
 import pathlib
+import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
+from _harness import hwm_mb, interleave, reset_peak, rss_mb, run_isolated, summarize
 from ase import Atoms
 
 
 DATA = pathlib.Path("/work/shared/data/water-deepmd/data_0")
-
-
+ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 def make_model(path: str, seed: int = 0) -> str:
     from deepmd.dpmodel.model.model import get_model
     from deepmd.dpmodel.utils.serialization import save_dp_model
@@ -80,74 +95,95 @@ def water_cube(n_atoms: int, frame: int) -> Atoms:
     return cut
 
 
-def best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+def _child(side, path, n_structures, big, steps, q):
+    """Time one side; put ``{"wall", "cpu", "added_mb", "energies"}`` on ``q``."""
+    import torch
+
+    torch.set_num_threads(1)
+    images = ([water_cube(64, k % 40) for k in range(n_structures)] if big == 0
+              else [water_cube(big, 0)])
+    rss0 = rss_mb()
+    if side == "ase_mlp":
+        from ase_mlp.calculators import MLPCalculator
+
+        calc = MLPCalculator.from_file(path, device="cpu", threads=1)
+
+        def evaluate():
+            if big == 0:
+                res = calc.calculate_batch(images, properties=("energy", "forces", "stress"))
+                return [r["energy"] for r in res]
+            calc.calculate(images[0].copy(), ["energy", "forces", "stress"])
+            return [calc.results["energy"]]
+    else:
+        from deepmd.infer import DeepPot
+
+        dp = DeepPot(path)
+        types = [np.array([("O", "H").index(s) for s in a.get_chemical_symbols()])
+                 for a in images]
+
+        def evaluate():
+            return [float(np.ravel(dp.eval(a.positions[None], a.cell.array.reshape(1, 9),
+                                           t)[0])[0]) for a, t in zip(images, types, strict=True)]
+
+    energies = evaluate()   # warm-up
+    reset_peak()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        energies = evaluate()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    q.put({"wall": wall / steps, "cpu": cpu / steps, "added_mb": hwm_mb() - rss0,
+           "energies": [float(e) for e in energies]})
+
+
+def _section(label, big, path, args):
+    def side(name):
+        return lambda: run_isolated(_child, name, path, args.n_structures, big, args.steps,
+                                    env=ENV)
+
+    def log(name, k, r):
+        print(f"  {label:16s} round {k} {name:8s} {r['wall']:8.3f} s", flush=True)
+
+    res = interleave({"ase_mlp": side("ase_mlp"), "deepmd": side("deepmd")}, args.pairs,
+                     log=log)
+    e_diff = max(abs(a - b) for a, b in zip(res["ase_mlp"][0]["energies"],
+                                            res["deepmd"][0]["energies"],
+                                            strict=True))
+    summ = {n: summarize(r) for n, r in res.items()}
+    ratio = summ["deepmd"]["wall"]["median"] / summ["ase_mlp"]["wall"]["median"]
+    n_atoms = 64 * args.n_structures if big == 0 else big
+    print(f"{label}: |E_ase_mlp - E_deepmd| max {e_diff:.2e} eV")
+    for n, st in summ.items():
+        w, c, m = st["wall"], st["cpu"], st["added_mb"]
+        print(f"  {n:8s} wall {w['min']:.3f} / {w['median']:.3f} / {w['max']:.3f} s "
+              f"({w['median'] / n_atoms * 1e6:.1f} us/atom)  cpu median "
+              f"{c['median']:.3f} s  added peak {m['median']:.0f} MB")
+    print(f"  ratio deepmd / ase_mlp (medians): {ratio:.2f}")
+    return {"summary": summ, "ratio": ratio, "max_energy_diff": e_diff, "atoms": n_atoms}
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--n-structures", type=int, default=64)
-    ap.add_argument("--no-deepmd", action="store_true", help="skip deepmd's own timings")
+    ap.add_argument("--big", type=int, default=1000, help="atoms of the single structure")
+    ap.add_argument("--json")
     args = ap.parse_args(argv)
-
+    print(f"{platform.node()} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+          f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
+    out = {"load_start": os.getloadavg()[0], "sections": {}}
     with tempfile.TemporaryDirectory(prefix="bench_deepmd_") as tmp:
-        run(args, make_model(str(pathlib.Path(tmp) / "water.dp")))
-
-
-def run(args, path):
-    from ase_mlp.calculators import MLPCalculator
-    from ase_mlp.models.deepmd import DeepPotSE
-
-    # (MLPCalculator.from_file(path) once the package metadata has the deepmd entry point)
-    calc = MLPCalculator(DeepPotSE.from_dp(path), device=args.device, min_distance=0.0)
-    images = [water_cube(64, k % 40) for k in range(args.n_structures)]
-    big = water_cube(1000, 0)
-    print(f"device {calc.device}, {len(images)} x 64 atoms, model {path}")
-
-    def batched():
-        calc.calculate_batch(images, properties=("energy", "forces", "stress"))
-
-    def one_by_one():
-        for atoms in images:
-            calc.calculate(atoms.copy(), ["energy", "forces", "stress"])
-
-    def single_big():
-        calc.calculate(big.copy(), ["energy", "forces", "stress"])
-
-    batched()  # warm-up
-    rows = [("ase_mlp batched (E, F, stress)", best(batched, args.repeat)),
-            ("ase_mlp one-by-one (E, F, stress)", best(one_by_one, args.repeat))]
-    single_big()
-    t_big = best(single_big, args.repeat)
-    if not args.no_deepmd:
-        from deepmd.infer import DeepPot
-
-        dp = DeepPot(path)
-
-        def dp_one_by_one():
-            for atoms in images:
-                dp.eval(atoms.positions[None], atoms.cell.array.reshape(1, 9),
-                        np.array([("O", "H").index(s) for s in atoms.get_chemical_symbols()]))
-
-        dp_one_by_one()
-        rows.append(("deepmd NumPy one-by-one (E only)", best(dp_one_by_one, args.repeat)))
-        types = np.array([("O", "H").index(s) for s in big.get_chemical_symbols()])
-        t_dp_big = best(lambda: dp.eval(big.positions[None], big.cell.array.reshape(1, 9),
-                                        types), args.repeat)
-    for name, t in rows:
-        print(f"{name:36s} {t * 1e3:10.1f} ms  ({t / (64 * len(images)) * 1e6:8.2f} us/atom)")
-    print(f"ase_mlp 1000 atoms (E, F, stress)    {t_big * 1e3:10.1f} ms  "
-          f"({t_big / len(big) * 1e6:8.2f} us/atom)")
-    if not args.no_deepmd:
-        print(f"deepmd NumPy 1000 atoms (E only)     {t_dp_big * 1e3:10.1f} ms  "
-              f"({t_dp_big / len(big) * 1e6:8.2f} us/atom)")
+        path = make_model(str(pathlib.Path(tmp) / "water.dp"))
+        sections = ((f"{args.n_structures} x 64 atoms", 0), (f"{args.big} atoms", args.big))
+        for label, big in sections:
+            out["sections"][label] = _section(label, big, path, args)
+    out["load_end"] = os.getloadavg()[0]
+    print(f"load at the end {out['load_end']:.1f}")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(out, fh, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
