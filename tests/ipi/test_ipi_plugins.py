@@ -161,7 +161,16 @@ def test_foreign_model_served_to_real_ipi(tmp_path, family, sock_name, start_ipi
     """i-PI's energies and forces of every step = MLPCalculator.from_file on its frames."""
     name, make, structure, timestep_fs = MODELS[family]
     model = make(tmp_path / name)
-    atoms = structure()
+    check_served(tmp_path, model, structure(), timestep_fs, sock_name, start_ipi, procs)
+
+
+def check_served(tmp_path, model, atoms, timestep_fs, sock_name, start_ipi, procs):
+    """Serve model file ``model`` by ``ase-mlp ipi-driver`` to a real i-PI running a short
+    NVT run of ``atoms`` and check every step against ``MLPCalculator.from_file(model)``.
+
+    Other families' i-PI tests (tests/ipi/test_ipi_<family>.py) import this function
+    (``from test_ipi_plugins import check_served``) with the fixtures of tests/ipi/conftest.py.
+    """
     logs = _serve(tmp_path, model, atoms, sock_name, start_ipi, procs, timestep_fs)
     calc = MLPCalculator.from_file(model, device="cpu")
     assert calc.model.__class__.__name__ in logs          # the driver served this family
