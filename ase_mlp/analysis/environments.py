@@ -617,7 +617,9 @@ def add_cli(subparsers):
                    help="also write labelled.extxyz (every frame, arrays['cluster'])")
     p.add_argument("--no-plots", action="store_true", help="skip the png figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--output", default="environments", help="output directory")
+    p.add_argument("--output", default=None,
+                   help="output directory (default: TRAJ_environments beside the trajectory, "
+                        "as `ase-mlp analyze` does)")
     p.set_defaults(func=cli_main)
     return p
 
@@ -639,6 +641,9 @@ def cli_main(args) -> int:
         n_components=args.n_components,
         max_fit_samples=args.max_fit_samples, min_cluster_size=args.min_cluster_size,
         seed=args.seed)
+    if args.output is None:
+        stem, _ = os.path.splitext(args.trajectory)
+        args.output = f"{stem}_environments"
     os.makedirs(args.output, exist_ok=True)
     res = classify_environments(
         args.trajectory, classifier=classifier, index=args.index,

@@ -388,3 +388,8 @@ def test_cli_environments(tmp_path, si_three_phases, capsys):
     assert "1 clusters" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="missing.traj"):
         cli_main(parser.parse_args(["environments", str(tmp_path / "missing.traj")]))
+    # without --output: beside the trajectory, as `ase-mlp analyze` writes
+    args = parser.parse_args(["environments", str(traj), "--method", "kmeans",
+                              "--n-clusters", "1", "--bins", "4", "--no-progress", "--no-plots"])
+    assert args.func(args) == 0
+    assert (tmp_path / "t_environments" / "summary.json").is_file()
