@@ -1,6 +1,6 @@
 """``Electrostatics``: Madelung constants, LAMMPS/matscipy parity, smearing limits, gradients.
 
-Reference numbers: ``../shared/docs/methods.md`` section 4.5 (E1-E4). Tolerances: Madelung
+Reference numbers: ``docs/methods.md`` section 4.5 (E1-E4). Tolerances: Madelung
 constants to 1e-6 (the issue's target; the sums are converged to ~1e-9), oracle parity to 1e-6
 relative (LAMMPS tabulates erfc to ~1e-7), finite differences to 1e-6 eV/Å with central
 differences of 1e-4 Å (truncation ~h^2 |F''| ~ 1e-8).
