@@ -4,7 +4,8 @@ The reference is ``metatomic_ase.MetatomicCalculator`` on the same exported file
 builds its own neighbour lists (vesin) and takes forces and stress by autograd, so
 agreement to 1e-10 checks our edge -> neighbour-list conversion, strain, units and
 batching. The model is a truncated, shifted two-element Lennard-Jones pair potential
-written as a TorchScript module (``ase_mlp.models.metatomic.lennard_jones``).
+written as a TorchScript module (``ase_mlp.models.metatomic.lennard_jones``). The export
+of ase_mlp models (``export_metatomic``) is tested in tests/io/test_metatomic_export.py.
 
 No ``from __future__ import annotations`` here: the TorchScript module below needs
 its real annotations.
@@ -334,107 +335,3 @@ def test_qtb_200_steps_equals_qtb_on_metatomic_ase(calc, lj_file, one_thread):
     assert moved > 0.05
     np.testing.assert_allclose(runs[0].positions, runs[1].positions, rtol=0, atol=1e-8)
     assert np.isfinite(runs[0].get_potential_energy())
-
-
-# --------------------------------------------------------------------------- export
-SNAP_FLAGS = {
-    "default": {},
-    "chem_bnorm": {"chemflag": True, "bnormflag": True},
-    "chem_wselfall_rmin0": {"chemflag": True, "wselfallflag": True, "rmin0": 0.2},
-    "no_switch_no_bzero": {"switchflag": False, "bzeroflag": False},
-    "switchinner": {"switchinnerflag": True, "sinner": [1.2, 1.0], "dinner": [0.6, 0.5]},
-}
-
-
-def _snap(flags, seed=0):
-    from ase_mlp.descriptors import Bispectrum
-    from ase_mlp.models import LinearSNAP
-
-    twojmax = 6 if not flags else 4
-    d = Bispectrum(["W", "Be"], twojmax, 4.8, [0.5, 0.42], [1.0, 0.96], **flags)
-    rng = np.random.default_rng(seed)
-    return LinearSNAP(d, rng.normal(size=(2, 1 + d.n_descriptors)) * 0.02)
-
-
-def _wbe(seed):
-    atoms = bulk("W", "bcc", a=3.17, cubic=True).repeat(2)
-    atoms.set_chemical_symbols(["W", "Be"] * 8)
-    atoms.set_cell(atoms.cell.array + [[0, 0.2, 0], [0, 0, 0], [0.1, 0, 0]], scale_atoms=True)
-    atoms.rattle(0.1, seed=seed)
-    return atoms
-
-
-@pytest.mark.parametrize("flags", list(SNAP_FLAGS), ids=list(SNAP_FLAGS))
-def test_exported_linear_snap_reproduces_ours_in_metatomic_ase(tmp_path, flags):
-    from ase_mlp.io.metatomic_export import export_metatomic
-
-    model = _snap(SNAP_FLAGS[flags])
-    path = export_metatomic(model, tmp_path / "snap.pt", name="test SNAP")
-    atoms = _wbe(1)
-    ours = MLPCalculator(model, device="cpu").calculate_batch(
-        [atoms], ("energy", "forces", "stress", "energies"))[0]
-    ref = _reference(path, atoms)
-    _assert_matches({k: ours[k] for k in ref}, ref)
-    assert np.abs(ref["forces"]).max() > 1e-3
-    # and back: the exported file as an ase_mlp model, in a mixed batch
-    back = MLPCalculator(MetatomicModel.from_file(path), device="cpu")
-    images = [atoms, _wbe(2)[:11], _wbe(3).repeat((1, 1, 2))]
-    for got, im in zip(back.calculate_batch(images), images, strict=True):
-        want = MLPCalculator(model, device="cpu").calculate_batch([im])[0]
-        for key in ("energy", "forces", "stress", "stresses"):
-            _assert_close(got[key], want[key], key)
-
-
-def test_export_refuses_other_models(tmp_path):
-    from ase_mlp.io.metatomic_export import export_metatomic
-    from ase_mlp.models.zbl import ZBL
-
-    with pytest.raises(TypeError, match="LinearSNAP only, got ZBL"):
-        export_metatomic(ZBL(["W"], 1.0, 2.0), tmp_path / "zbl.pt")
-
-
-def test_exported_snap_honours_selected_atoms(tmp_path):
-    """LAMMPS asks for the local atoms only (``selected_atoms``): their energies must be
-    those of the full evaluation (metatomic's own consistency checks on)."""
-    import vesin.metatomic
-
-    from ase_mlp.io.metatomic_export import export_metatomic
-
-    model = _snap(SNAP_FLAGS["chem_bnorm"])
-    loaded = mta.load_atomistic_model(str(export_metatomic(model, tmp_path / "s.pt")))
-    atoms = _wbe(4)
-    system = System(torch.tensor(atoms.numbers, dtype=torch.int32),
-                    torch.tensor(atoms.positions), torch.tensor(atoms.cell.array),
-                    torch.ones(3, dtype=torch.bool))
-    for options in loaded.requested_neighbor_lists():
-        vesin.metatomic.NeighborList(options=options, length_unit="angstrom").add_neighbor_list(
-            systems=[system], copy=True)
-    sel = Labels(["system", "atom"], torch.tensor([[0, 3], [0, 7], [0, 10]], dtype=torch.int32))
-    out = loaded([system], mta.ModelEvaluationOptions(
-        length_unit="angstrom", outputs={"energy": ModelOutput(unit="eV", sample_kind="atom")},
-        selected_atoms=sel), check_consistency=True)
-    want = MLPCalculator(model, device="cpu").calculate_batch([atoms], ("energy", "energies"))
-    np.testing.assert_allclose(out["energy"].block().values.detach().flatten().numpy(),
-                               want[0]["energies"][[3, 7, 10]], rtol=1e-12)
-
-
-def test_cli_convert_format_metatomic(tmp_path, capsys):
-    """``ase-mlp convert --format metatomic`` writes a file metatomic_ase evaluates like
-    ours; a LAMMPS pair with ``--format metatomic`` is refused before any work."""
-    from ase_mlp.cli import main
-
-    model = _snap(SNAP_FLAGS[next(iter(SNAP_FLAGS))])
-    model.save(tmp_path / "ours.pt")
-    out = tmp_path / "mta.pt"
-    assert main(["convert", "--inputs", str(tmp_path / "ours.pt"), "--outputs", str(out),
-                 "--format", "metatomic"]) == 0
-    atoms = _wbe(1)
-    ref = _reference(out, atoms)
-    ours = MLPCalculator(model, device="cpu").calculate_batch([atoms])[0]
-    _assert_close(ref["energy"], ours["energy"], "energy")
-    _assert_close(ref["forces"], ours["forces"], "forces")
-    assert not OwnFormat.can_load([out])
-    assert main(["convert", "--inputs", str(tmp_path / "ours.pt"), "--outputs",
-                 str(tmp_path / "a.snapcoeff"), str(tmp_path / "a.snapparam"),
-                 "--format", "metatomic"]) == 2
-    assert "--format metatomic writes one .pt" in capsys.readouterr().err
