@@ -1040,3 +1040,84 @@ def random_structures(elements: Sequence[str], n: int, *, rng=None,
             symbols = [str(s) for s in rng.choice(elements, natoms)]
         out.append(Atoms(symbols, positions=positions, cell=cell, pbc=pbc))
     return out
+
+
+# ----------------------------------------------------------------------------- model files
+def make_deepmd_se(path, *, type_map: Sequence[str] = ("O", "H"),
+                   sel: Sequence[int] = (20, 40), rcut: float = 4.0, rcut_smth: float = 1.0,
+                   neuron: Sequence[int] = (4, 8, 16), axis_neuron: int = 4,
+                   fitting_neuron: Sequence[int] = (16, 16), resnet_dt: bool = True,
+                   fitting_resnet_dt: bool = True, type_one_side: bool = True,
+                   activation: str = "tanh", atom_ener: Sequence[float | None] | None = None,
+                   seed: int = 0, out_scale: float = 1.0) -> str:
+    """Write a random DeePot-SE (``se_e2_a`` + energy fitting) ``.dp`` file; return its path.
+
+    The model is made by deepmd-kit's NumPy backend (``deepmd.dpmodel``) from a standard
+    input config (``neuron``: embedding nets, ``fitting_neuron``: fitting nets,
+    ``resnet_dt`` / ``fitting_resnet_dt``: their time-step layers, ``atom_ener``: the
+    fitting's per-type vacuum energies), and written by deepmd's own serialisation. A
+    freshly built model has near-zero statistics and biases, so the weights and statistics
+    are drawn from ``np.random.default_rng(seed)``: weights ``N(0, 1/n_in)`` (the output
+    layers, one column, scaled by ``out_scale``: a gentler energy surface for MD), biases
+    ``N(0, 0.5^2)``, time steps ``N(0.5, 0.2^2)``, atomic energy biases ``N(-3, 1)``, and a
+    different ``davg``/``dstd`` per (centre type, neighbour section), constant over the
+    slots of a section as deepmd's statistics are. Same arguments, same file contents.
+
+    Needs ``pip install deepmd-kit h5py`` (both are in the ``test`` extra).
+    """
+    try:
+        from deepmd.dpmodel.model.model import get_model
+        from deepmd.dpmodel.utils.serialization import save_dp_model
+    except ImportError as err:
+        raise ImportError("make_deepmd_se needs deepmd-kit's NumPy backend (deepmd.dpmodel) "
+                          f"and h5py: pip install deepmd-kit h5py ({err})") from err
+    sel = [int(s) for s in sel]
+    if len(sel) != len(type_map):
+        raise ValueError(f"sel needs one entry per type of type_map {list(type_map)}, "
+                         f"got {sel}")
+    cfg = {"type_map": list(type_map),
+           "descriptor": {"type": "se_e2_a", "sel": sel, "rcut_smth": float(rcut_smth),
+                          "rcut": float(rcut), "neuron": list(neuron),
+                          "resnet_dt": bool(resnet_dt), "axis_neuron": int(axis_neuron),
+                          "type_one_side": bool(type_one_side),
+                          "activation_function": activation, "precision": "float64",
+                          "seed": seed},
+           "fitting_net": {"neuron": list(fitting_neuron),
+                           "resnet_dt": bool(fitting_resnet_dt), "precision": "float64",
+                           "activation_function": activation, "seed": seed}}
+    if atom_ener is not None:
+        cfg["fitting_net"]["atom_ener"] = list(atom_ener)
+    data = get_model(cfg).serialize()
+    rng = np.random.default_rng(seed)
+
+    def randomise(node, key=None):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                node[k] = randomise(v, k)
+        elif isinstance(node, list):
+            return [randomise(v, key) for v in node]
+        elif isinstance(node, np.ndarray) and node.dtype.kind == "f":
+            if key == "w":
+                scale = out_scale if node.shape[1] == 1 else 1.0
+                return rng.normal(0.0, scale / np.sqrt(node.shape[0]), node.shape)
+            if key == "idt":
+                return rng.normal(0.5, 0.2, node.shape)
+            if key == "b":
+                return rng.normal(0.0, 0.5, node.shape)
+            if key in ("bias_atom_e", "out_bias"):
+                return rng.normal(-3.0, 1.0, node.shape)
+        return node
+
+    randomise(data)
+    desc = data["descriptor"]["@variables"]
+    cum = np.concatenate([[0], np.cumsum(sel)])
+    for ti in range(desc["davg"].shape[0]):
+        for tj in range(len(sel)):
+            section = slice(cum[tj], cum[tj + 1])
+            desc["davg"][ti, section] = np.r_[rng.uniform(0.05, 0.3), rng.normal(0, 0.02, 3)]
+            desc["dstd"][ti, section] = rng.uniform(0.1, 0.4, 4)
+    save_dp_model(str(path), {"model": data, "model_def_script": cfg})
+    return str(path)
+
+
+__all__ += ["make_deepmd_se"]

@@ -4,10 +4,17 @@ Run by hand (not a test)::
 
     python benchmarks/bench_deepmd.py [--pairs 3] [--steps 1] [--n-structures 64]
                                       [--big 1000] [--json out.json]
+    python benchmarks/bench_deepmd.py --chunks 0 2048 1024 512 [--n-structures 64]
+
+``--chunks``: only ase_mlp's ``calculate_batch`` of the small structures, once per
+``MLPCalculator(max_batch_atoms=...)`` value (0: no limit, one model call), each in a fresh
+process: wall time and peak added memory per value, and the largest difference of the
+energies, forces and stresses from the first value's.
 
 Model: the usual water se_e2_a architecture (rcut 6 Å, sel [46, 92], embedding [25, 50, 100],
 axis_neuron 16, fitting [240, 240, 240]) built by deepmd-kit's NumPy backend with seeded
-random weights and written as ``.dp``. Structures: cubes cut from the DeePMD water data
+random weights and statistics and written as ``.dp`` (``ase_mlp.testing.make_deepmd_se``, the
+builder of the tests). Structures: cubes cut from the DeePMD water data
 (liquid density), ``--n-structures`` structures of 64 atoms and one of ``--big`` atoms.
 
 Every measurement is a fresh spawned child process (``_harness.run_isolated``, one thread:
@@ -21,7 +28,8 @@ the medians (> 1: ase_mlp faster).
 Sides:
 
 * ase_mlp: ``MLPCalculator.from_file(path)``; small: one ``calculate_batch`` of all the
-  structures (energy, forces, stress); big: ``calculate`` on the one structure;
+  structures (energy, forces, stress; the calculator splits it into model calls of at most
+  ``max_batch_atoms`` atoms, default 2048); big: ``calculate`` on the one structure;
 * deepmd: ``deepmd.infer.DeepPot(path).eval`` one structure at a time, the NumPy backend
   (the one that loads beside torch 2.13: deepmd's torch ops are built for torch 2.11);
   energies only, since the NumPy backend has no gradients (its forces are NaN), so its
@@ -47,35 +55,17 @@ from ase import Atoms
 
 DATA = pathlib.Path("/work/shared/data/water-deepmd/data_0")
 ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
 def make_model(path: str, seed: int = 0) -> str:
-    from deepmd.dpmodel.model.model import get_model
-    from deepmd.dpmodel.utils.serialization import save_dp_model
+    """The water se_e2_a of deepmd's example input (see the module docstring), random
+    weights and statistics (:func:`ase_mlp.testing.make_deepmd_se`)."""
+    from ase_mlp.testing import make_deepmd_se
 
-    cfg = {"type_map": ["O", "H"],
-           "descriptor": {"type": "se_e2_a", "sel": [46, 92], "rcut_smth": 0.5, "rcut": 6.0,
-                          "neuron": [25, 50, 100], "resnet_dt": False, "axis_neuron": 16,
-                          "type_one_side": False, "precision": "float64", "seed": seed},
-           "fitting_net": {"neuron": [240, 240, 240], "resnet_dt": True,
-                           "precision": "float64", "seed": seed}}
-    data = get_model(cfg).serialize()
-    rng = np.random.default_rng(seed)
-
-    def randomise(node, key=None):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                node[k] = randomise(v, k)
-        elif isinstance(node, list):
-            return [randomise(v, key) for v in node]
-        elif isinstance(node, np.ndarray) and node.dtype.kind == "f" and key in ("w", "b"):
-            return rng.normal(0.0, 1.0 / np.sqrt(node.shape[0]) if key == "w" else 0.3,
-                              node.shape)
-        return node
-
-    randomise(data)
-    data["descriptor"]["@variables"]["davg"][..., 0] = 0.1
-    data["descriptor"]["@variables"]["dstd"][...] = 0.3
-    save_dp_model(path, {"model": data, "model_def_script": cfg})
-    return path
+    return make_deepmd_se(path, type_map=("O", "H"), sel=(46, 92), rcut=6.0, rcut_smth=0.5,
+                          neuron=(25, 50, 100), resnet_dt=False, axis_neuron=16,
+                          type_one_side=False, fitting_neuron=(240, 240, 240),
+                          fitting_resnet_dt=True, seed=seed)
 
 
 def water_cube(n_atoms: int, frame: int) -> Atoms:
@@ -135,6 +125,50 @@ def _child(side, path, n_structures, big, steps, q):
            "energies": [float(e) for e in energies]})
 
 
+def _chunk_child(path, n_structures, limit, q):
+    """One ``calculate_batch`` of the small structures with ``max_batch_atoms=limit``
+    (0: none); put ``{"wall", "added_mb", "first_added_mb", "results"}`` on ``q``."""
+    import torch
+
+    from ase_mlp.calculators import MLPCalculator
+
+    torch.set_num_threads(1)
+    images = [water_cube(64, k % 40) for k in range(n_structures)]
+    rss0 = rss_mb()
+    calc = MLPCalculator.from_file(path, device="cpu", threads=1,
+                                   max_batch_atoms=limit or None)
+    props = ("energy", "forces", "stress")
+    calc.calculate_batch(images, properties=props)   # warm-up
+    first = hwm_mb() - rss0
+    reset_peak()
+    t0 = time.perf_counter()
+    res = calc.calculate_batch(images, properties=props)
+    wall = time.perf_counter() - t0
+    q.put({"wall": wall, "added_mb": hwm_mb() - rss0, "first_added_mb": first,
+           "results": [{k: np.asarray(r[k]) for k in ("energy", "forces", "stress")}
+                       for r in res]})
+
+
+def _chunks_section(path, args):
+    """ase_mlp's batch of the small structures at each ``--chunks`` limit."""
+    rows, ref = {}, None
+    n_atoms = 64 * args.n_structures
+    print(f"{args.n_structures} x 64 atoms ({n_atoms}) in one calculate_batch, by "
+          "max_batch_atoms (0: no limit)")
+    for limit in args.chunks:
+        r = run_isolated(_chunk_child, path, args.n_structures, limit, env=ENV)
+        results = r.pop("results")
+        ref = results if ref is None else ref
+        diff = max(float(np.max(np.abs(a[k] - b[k]))) for a, b in zip(results, ref, strict=True)
+                   for k in a)
+        calls = -(-n_atoms // limit) if limit else 1
+        rows[str(limit)] = dict(r, max_abs_diff=diff, model_calls=calls)
+        print(f"  max_batch_atoms {limit:5d} ({calls:2d} model calls): wall {r['wall']:.2f} s, "
+              f"added peak {r['added_mb']:.0f} MB (first call {r['first_added_mb']:.0f} MB), "
+              f"max |difference| {diff:.1e}", flush=True)
+    return rows
+
+
 def _section(label, big, path, args):
     def side(name):
         return lambda: run_isolated(_child, name, path, args.n_structures, big, args.steps,
@@ -167,6 +201,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--n-structures", type=int, default=64)
     ap.add_argument("--big", type=int, default=1000, help="atoms of the single structure")
+    ap.add_argument("--chunks", type=int, nargs="+", metavar="MAX_BATCH_ATOMS",
+                    help="only ase_mlp's batch, at each max_batch_atoms (0: no limit)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     print(f"{platform.node()} {platform.processor() or platform.machine()}, "
@@ -175,7 +211,12 @@ def main(argv=None):
     out = {"load_start": os.getloadavg()[0], "sections": {}}
     with tempfile.TemporaryDirectory(prefix="bench_deepmd_") as tmp:
         path = make_model(str(pathlib.Path(tmp) / "water.dp"))
-        sections = ((f"{args.n_structures} x 64 atoms", 0), (f"{args.big} atoms", args.big))
+        if args.chunks:
+            out["chunks"] = _chunks_section(path, args)
+            sections = ()
+        else:
+            sections = ((f"{args.n_structures} x 64 atoms", 0),
+                        (f"{args.big} atoms", args.big))
         for label, big in sections:
             out["sections"][label] = _section(label, big, path, args)
     out["load_end"] = os.getloadavg()[0]

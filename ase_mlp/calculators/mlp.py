@@ -19,6 +19,36 @@ from ase_mlp.neighbors.device import choose_neighbors, device_batch_neighbors
 from ase_mlp.neighbors.graph import Graph, graph_from_neighbors, short_edges
 
 
+#: default of ``MLPCalculator(max_batch_atoms=...)``: atoms per model call of
+#: ``calculate_batch`` (~1.4 GB peak for the water DeePot-SE of benchmarks/bench_deepmd.py
+#: on the CPU, against 2.2 GB for its 4096-atom batch in one call)
+MAX_BATCH_ATOMS = 2048
+
+
+def _check_max_batch_atoms(value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or value < 1:
+        raise ValueError(f"max_batch_atoms must be a positive integer or None, got {value!r}")
+    return int(value)
+
+
+def _chunks(indices, sizes, limit) -> list[list[int]]:
+    """Consecutive groups of ``indices`` holding at most ``limit`` atoms in all
+    (``sizes[k]`` atoms each); a structure larger than ``limit`` forms a group alone."""
+    groups, current, count = [], [], 0
+    for k in indices:
+        if current and limit is not None and count + sizes[k] > limit:
+            groups.append(current)
+            current, count = [], 0
+        current.append(k)
+        count += sizes[k]
+    if current:
+        groups.append(current)
+    return groups
+
+
 def _default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -156,6 +186,14 @@ class MLPCalculator(Calculator):
         energies (no model was trained on them, and pairs closer than 1e-10 Å are
         ignored altogether, as in LAMMPS). Checked on the edge vectors of the
         neighbour list (one vectorised pass); ``0`` disables the check.
+    max_batch_atoms : int or None
+        Most atoms :meth:`calculate_batch` gives the model in one call (default
+        :data:`MAX_BATCH_ATOMS` = 2048): a longer list of structures is split into
+        consecutive chunks of whole structures, one model call each, so the peak memory
+        (neighbour lists, per-edge intermediates, autograd graphs: ~0.5 MB per atom for
+        a water DeePot-SE) is bounded instead of growing with the batch. A structure
+        larger than the limit is evaluated alone. The results are those of one call
+        (each structure is evaluated independently). ``None``: no limit.
 
     Input checks: non-finite positions, unknown elements, periodic cell vectors of
     zero length or so short that the neighbour search would need more than
@@ -183,8 +221,10 @@ class MLPCalculator(Calculator):
 
     def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
                  neighbors: str = "auto", threads: int | None = None, backend: str | None = None,
-                 min_distance: float = 0.1, **kwargs):
+                 min_distance: float = 0.1, max_batch_atoms: int | None = MAX_BATCH_ATOMS,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.max_batch_atoms = _check_max_batch_atoms(max_batch_atoms)
         self.threads = check_threads(threads)
         self.backend = None if backend is None else check_backend(backend)
         if not isinstance(model, Model):
@@ -295,13 +335,17 @@ class MLPCalculator(Calculator):
     # ------------------------------------------------------------ batch
     def calculate_batch(self, images, properties=("energy", "forces", "stress"), *,
                         errors: str = "raise") -> list[dict]:
-        """Evaluate many structures (any sizes) in one model call.
+        """Evaluate many structures (any sizes), in as few model calls as
+        ``max_batch_atoms`` allows.
 
         Returns one dict per structure with ASE's result keys (``energy``,
         ``free_energy``, ``energies``, ``forces``, and ``stress``/``stresses``
         when asked; structures whose cell is not 3D (open clusters) get no stress
         keys instead of failing the whole batch). Does not attach results to the
-        images.
+        images. Structures are given to the model in consecutive chunks of at most
+        ``max_batch_atoms`` atoms (see the class docstring; a structure is never split,
+        and one larger than the limit runs alone): the results equal one call's, the
+        peak memory is that of the largest chunk.
 
         Parameters
         ----------
@@ -315,6 +359,8 @@ class MLPCalculator(Calculator):
             (default) raises ``ValueError("structure k of n: ...")`` naming its index
             in ``images``; ``"skip"`` evaluates the others and puts
             ``{"error": "structure k of n: ..."}`` (no result keys) in its place.
+            Atoms closer than ``min_distance`` are found chunk by chunk, so with
+            ``"raise"`` the chunks before the failing one have been evaluated already.
         """
         if errors not in ("raise", "skip"):
             raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
@@ -339,20 +385,35 @@ class MLPCalculator(Calculator):
                 species[k] = _check_atoms(atoms, self.elements, self._radius, self.min_distance)
             except ValueError as err:
                 fail(k, str(err))
-        good = [k for k in range(n) if k not in failed]
-        graph = self._batch_graph([images[k] for k in good], [species[k] for k in good])
-        bad = self._short(graph, [0] if len(good) == 1 else None)
-        if bad:
-            for b in sorted(bad):
-                fail(good[b], bad[b])
-            good = [k for k in good if k not in failed]
-            graph = self._batch_graph([images[k] for k in good], [species[k] for k in good])
         want_stress = bool({"stress", "stresses", "stress_std"} & set(properties))
-        results = [{"error": failed[k]} if k in failed else None for k in range(n)]
-        if good:
-            for k, r in zip(good, self._evaluate(graph, [images[k] for k in good], want_stress,
-                                                 strict_stress=False), strict=True):
-                results[k] = r
+        results = [None] * n
+        checked = [k for k in range(n) if k not in failed]
+        for good in _chunks(checked, [len(a) for a in images], self.max_batch_atoms):
+            graph = self._batch_graph([images[k] for k in good], [species[k] for k in good])
+            bad = self._short(graph, [0] if len(good) == 1 else None)
+            if bad:
+                for b in sorted(bad):
+                    fail(good[b], bad[b])
+                good = [k for k in good if k not in failed]
+                graph = None  # free it before the next one is built
+                graph = self._batch_graph([images[k] for k in good],
+                                          [species[k] for k in good])
+            if good:
+                for k, r in zip(good, self._evaluate(graph, [images[k] for k in good],
+                                                     want_stress, strict_stress=False),
+                                strict=True):
+                    results[k] = r
+            graph = None
+        # a model may find out only in a later chunk that it cannot give per-atom values
+        # (metatomic): then no structure gets them
+        drop = [key for key, ok in (("energies", self.model.per_atom_energies),
+                                    ("stresses", self.model.per_atom_virials)) if not ok]
+        for k in range(n):
+            if k in failed:
+                results[k] = {"error": failed[k]}
+            else:
+                for key in drop:
+                    results[k].pop(key, None)
         return results
 
     def _batch_graph(self, images, species) -> Graph | None:
@@ -418,8 +479,8 @@ class MLPCalculator(Calculator):
                 else None
         # models that cannot give per-atom energies or virials (e.g. a metatomic model
         # without per-atom outputs) say so after the call: those keys are left out
-        has_energies = getattr(self.model, "per_atom_energies", True)
-        has_stresses = getattr(self.model, "per_atom_virials", True)
+        has_energies = self.model.per_atom_energies
+        has_stresses = self.model.per_atom_virials
         results = []
         start = 0
         for k, atoms in enumerate(images):

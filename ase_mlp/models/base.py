@@ -45,6 +45,17 @@ class Model(torch.nn.Module):
     #: Models with reciprocal-space terms (Electrostatics) set False and implement
     #: :meth:`forward` only; :class:`SumModel` adds their results.
     edge_decomposable: ClassVar[bool] = True
+    #: Whether :meth:`forward` gives per-atom energies (``energies``) and per-atom
+    #: virials (``atom_virial``) that add up to the totals. Every model built on
+    #: :meth:`compute` does (:func:`assemble`). A wrapped foreign model may not (a
+    #: metatomic model without per-atom energy output, or one whose energy depends on
+    #: the positions outside its neighbour lists), and may find out only during a call:
+    #: it then sets the attribute False on the instance and returns NaN placeholders.
+    #: :class:`~ase_mlp.calculators.MLPCalculator` reads both after every call and
+    #: refuses ``energies`` / ``stresses`` (``PropertyNotImplementedError``) instead of
+    #: returning NaN. :class:`CompositeModel` combines its members (all must support it).
+    per_atom_energies: bool = True
+    per_atom_virials: bool = True
 
     # -- description -----------------------------------------------------
     def pair_cutoffs(self) -> np.ndarray:
@@ -121,6 +132,17 @@ class CompositeModel(Model):
 
     def pair_cutoffs(self) -> np.ndarray:
         return np.maximum.reduce([m.pair_cutoffs() for m in self.models])
+
+    @property
+    def per_atom_energies(self) -> bool:
+        """True when every member gives per-atom energies (a sum or mean of NaN
+        placeholders is NaN): read after a call, as members may find out during one."""
+        return all(m.per_atom_energies for m in self.models)
+
+    @property
+    def per_atom_virials(self) -> bool:
+        """True when every member gives per-atom virials (see :attr:`Model.per_atom_virials`)."""
+        return all(m.per_atom_virials for m in self.models)
 
     def config(self) -> dict:
         return {}

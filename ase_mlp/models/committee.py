@@ -16,6 +16,8 @@ class Committee(CompositeModel):
     (per atom: ``sqrt(mean_m |F_m - <F>|^2)``, the usual "force deviation")
     and ``virial_std`` (per structure, 3x3, component-wise). Standard
     deviations use ``1/N`` (population), like DP-GEN's model deviation.
+    Per-atom energies and virials (the means) exist only when every member gives
+    them (:attr:`per_atom_energies`, :attr:`per_atom_virials`).
     """
 
     min_members = 2

@@ -12,6 +12,11 @@ class SumModel(CompositeModel):
 
     All members must use the same element list (same order). The graph is
     built once with the largest cutoffs; each member selects its own edges.
+    Per-atom energies and virials exist only when every member gives them
+    (:attr:`per_atom_energies`, :attr:`per_atom_virials`, combined by
+    :class:`~ase_mlp.models.base.CompositeModel`): a metatomic member without them
+    makes :class:`~ase_mlp.calculators.MLPCalculator` refuse ``energies`` or
+    ``stresses`` for the whole sum.
     """
 
     min_members = 1

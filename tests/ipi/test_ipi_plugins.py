@@ -63,52 +63,15 @@ def lj_atoms() -> Atoms:
 
 
 def make_deepmd_se(path, seed: int = 0) -> str:
-    """A small DeePot-SE (O, H; rcut 4 Å) built by deepmd's NumPy backend, weights and
-    statistics randomised with a seeded rng, written by deepmd as ``.dp`` (a reduced copy
-    of the builder of tests/models/test_deepmd.py)."""
+    """A small DeePot-SE (O, H; rcut 4 Å, sel (20, 40)) built by deepmd's NumPy backend,
+    weights and statistics randomised with a seeded rng, written by deepmd as ``.dp``
+    (:func:`ase_mlp.testing.make_deepmd_se`); gentle output layers (``out_scale=0.1``):
+    a smooth PES for a few MD steps."""
     pytest.importorskip("deepmd.dpmodel")
     pytest.importorskip("h5py")
-    from deepmd.dpmodel.model.model import get_model
-    from deepmd.dpmodel.utils.serialization import save_dp_model
+    from ase_mlp.testing import make_deepmd_se as build
 
-    sel = [20, 40]
-    cfg = {"type_map": ["O", "H"],
-           "descriptor": {"type": "se_e2_a", "sel": sel, "rcut_smth": 1.0, "rcut": 4.0,
-                          "neuron": [4, 8, 16], "resnet_dt": True, "axis_neuron": 4,
-                          "type_one_side": True, "precision": "float64", "seed": seed},
-           "fitting_net": {"neuron": [16, 16], "resnet_dt": True, "precision": "float64",
-                           "seed": seed}}
-    data = get_model(cfg).serialize()
-    rng = np.random.default_rng(seed)
-
-    def randomise(node, key=None):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                node[k] = randomise(v, k)
-        elif isinstance(node, list):
-            return [randomise(v, key) for v in node]
-        elif isinstance(node, np.ndarray) and node.dtype.kind == "f":
-            if key == "w":      # gentle output layers: a smooth PES for a few MD steps
-                scale = 0.1 if node.shape[1] == 1 else 1.0
-                return rng.normal(0.0, scale / np.sqrt(node.shape[0]), node.shape)
-            if key == "idt":
-                return rng.normal(0.5, 0.2, node.shape)
-            if key == "b":
-                return rng.normal(0.0, 0.5, node.shape)
-            if key in ("bias_atom_e", "out_bias"):
-                return rng.normal(-3.0, 1.0, node.shape)
-        return node
-
-    randomise(data)
-    desc = data["descriptor"]["@variables"]
-    cum = np.concatenate([[0], np.cumsum(sel)])
-    for ti in range(desc["davg"].shape[0]):
-        for tj in range(2):
-            sl = slice(cum[tj], cum[tj + 1])
-            desc["davg"][ti, sl] = np.r_[rng.uniform(0.05, 0.3), rng.normal(0, 0.02, 3)]
-            desc["dstd"][ti, sl] = rng.uniform(0.1, 0.4, 4)
-    save_dp_model(str(path), {"model": data, "model_def_script": cfg})
-    return str(path)
+    return build(path, seed=seed, out_scale=0.1)
 
 
 def water_atoms() -> Atoms:

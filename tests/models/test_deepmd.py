@@ -1,11 +1,13 @@
 """DeepPot-SE read from DeePMD-kit ``.dp`` files against deepmd-kit's own NumPy backend.
 
-The models are made here with deepmd's NumPy backend (``deepmd.dpmodel``) from a standard
+The models are made with deepmd's NumPy backend (``deepmd.dpmodel``) from a standard
 input config, their weights and statistics randomised with a seeded rng (so nothing is
-trivially near zero), and written with deepmd's own serialisation. Energies and atomic
-energies are compared with deepmd's NumPy backend; forces and stress with the same
-deepmd code run on torch arrays (the NumPy backend has no gradients: it returns NaN
-forces), differentiated by autograd, after checking that its energies equal NumPy's.
+trivially near zero), and written with deepmd's own serialisation
+(:func:`ase_mlp.testing.make_deepmd_se`; O and H, rcut 4 Å, sel (20, 40) unless a test
+says otherwise). Energies and atomic energies are compared with deepmd's NumPy backend;
+forces and stress with the same deepmd code run on torch arrays (the NumPy backend has no
+gradients: it returns NaN forces), differentiated by autograd, after checking that its
+energies equal NumPy's.
 """
 
 from __future__ import annotations
@@ -22,11 +24,11 @@ deepmd = pytest.importorskip("deepmd.dpmodel")
 pytest.importorskip("h5py")
 
 from deepmd.dpmodel.model.base_model import BaseModel  # noqa: E402
-from deepmd.dpmodel.model.model import get_model  # noqa: E402
 from deepmd.dpmodel.utils.serialization import load_dp_model, save_dp_model  # noqa: E402
 
 from ase_mlp.calculators import MLPCalculator  # noqa: E402
 from ase_mlp.models.deepmd import DeepmdFormat, DeepmdFormatError, DeepPotSE  # noqa: E402
+from ase_mlp.testing import make_deepmd_se  # noqa: E402
 
 
 DATA = pathlib.Path("/work/shared/data/water-deepmd/data_0")
@@ -34,55 +36,6 @@ if not DATA.is_dir():  # pragma: no cover
     DATA = pathlib.Path(__file__).resolve().parents[3] / "shared/data/water-deepmd/data_0"
 TYPE_MAP = ["O", "H"]
 RTOL = 1e-10
-
-
-def make_dp_model(path, *, type_one_side=True, seed=0, sel=(20, 40), rcut=4.0,
-                  rcut_smth=1.0, atom_ener=None, activation="tanh", out_scale=1.0) -> str:
-    """A DeePot-SE model built by deepmd's NumPy backend, randomised, saved as ``.dp``.
-    ``out_scale`` scales the output layers of the fitting nets (a gentler PES for MD)."""
-    cfg = {"type_map": TYPE_MAP,
-           "descriptor": {"type": "se_e2_a", "sel": list(sel), "rcut_smth": rcut_smth,
-                          "rcut": rcut, "neuron": [4, 8, 16], "resnet_dt": True,
-                          "axis_neuron": 4, "type_one_side": type_one_side,
-                          "activation_function": activation, "precision": "float64",
-                          "seed": seed},
-           "fitting_net": {"neuron": [16, 16], "resnet_dt": True, "precision": "float64",
-                           "activation_function": activation, "seed": seed}}
-    if atom_ener is not None:
-        cfg["fitting_net"]["atom_ener"] = atom_ener
-    data = get_model(cfg).serialize()
-    rng = np.random.default_rng(seed)
-
-    def randomise(node, key=None):
-        if isinstance(node, dict):
-            for k, v in node.items():
-                node[k] = randomise(v, k)
-        elif isinstance(node, list):
-            return [randomise(v, key) for v in node]
-        elif isinstance(node, np.ndarray) and node.dtype.kind == "f":
-            if key == "w":
-                scale = out_scale if node.shape[1] == 1 else 1.0
-                return rng.normal(0.0, scale / np.sqrt(node.shape[0]), node.shape)
-            if key == "idt":
-                return rng.normal(0.5, 0.2, node.shape)
-            if key == "b":
-                return rng.normal(0.0, 0.5, node.shape)
-            if key in ("bias_atom_e", "out_bias"):
-                return rng.normal(-3.0, 1.0, node.shape)
-        return node
-
-    randomise(data)
-    # statistics: one value per (centre type, neighbour section, component), as deepmd's
-    # statistics have (constant over slots), but different between sections
-    desc = data["descriptor"]["@variables"]
-    cum = np.concatenate([[0], np.cumsum(sel)])
-    for ti in range(2):
-        for tj in range(2):
-            sl = slice(cum[tj], cum[tj + 1])
-            desc["davg"][ti, sl] = np.r_[rng.uniform(0.05, 0.3), rng.normal(0, 0.02, 3)]
-            desc["dstd"][ti, sl] = rng.uniform(0.1, 0.4, 4)
-    save_dp_model(str(path), {"model": data, "model_def_script": cfg})
-    return str(path)
 
 
 def water_frames(n=1, start=0) -> list[Atoms]:
@@ -191,11 +144,11 @@ def _compare(got, ref, what, rtol=RTOL):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("deepmd")
-    return {"one_side": make_dp_model(d / "one_side.dp", type_one_side=True, seed=1),
-            "two_side": make_dp_model(d / "two_side.dp", type_one_side=False, seed=2),
-            "atom_ener": make_dp_model(d / "atom_ener.dp", seed=4, atom_ener=[-1.0, None]),
-            "small_sel": make_dp_model(d / "small_sel.dp", seed=5, sel=(3, 6)),
-            "md": make_dp_model(d / "md.dp", seed=6, type_one_side=False, out_scale=0.05)}
+    return {"one_side": make_deepmd_se(d / "one_side.dp", type_one_side=True, seed=1),
+            "two_side": make_deepmd_se(d / "two_side.dp", type_one_side=False, seed=2),
+            "atom_ener": make_deepmd_se(d / "atom_ener.dp", seed=4, atom_ener=[-1.0, None]),
+            "small_sel": make_deepmd_se(d / "small_sel.dp", seed=5, sel=(3, 6)),
+            "md": make_deepmd_se(d / "md.dp", seed=6, type_one_side=False, out_scale=0.05)}
 
 
 def _evaluate(calc, atoms):
@@ -231,8 +184,8 @@ def test_matches_deepmd_numpy_backend(models, name):
 def test_activations_match_numpy_energies(tmp_path, activation):
     """Every supported activation gives deepmd's NumPy energies and atomic energies (the
     torch-array route is not an oracle here: deepmd's gelu constant is float32 on torch)."""
-    path = make_dp_model(tmp_path / "a.dp", seed=4, activation=activation,
-                         atom_ener=[None, 2.0])
+    path = make_deepmd_se(tmp_path / "a.dp", seed=4, activation=activation,
+                          atom_ener=[None, 2.0])
     atoms = water_frames(1, start=5)[0]
     model = BaseModel.deserialize(load_dp_model(path)["model"])
     atype = np.array([TYPE_MAP.index(s) for s in atoms.get_chemical_symbols()])[None]
