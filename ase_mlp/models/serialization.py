@@ -162,10 +162,27 @@ def _to_dict(model: Model) -> dict:
     return {"class": type(model).__name__, "config": model.config(), "state": state}
 
 
+def _check_saveable(model: Model) -> None:
+    """Refuse, before anything is written, a model (or a member of a sum/committee) whose
+    class cannot be rebuilt from this format: a foreign model (GAP, metatomic, DeePMD,
+    NequIP, MACE) is kept as its own file."""
+    if isinstance(model, CompositeModel):
+        for m in model.models:
+            _check_saveable(m)
+        return
+    cls = type(model)
+    if MODEL_REGISTRY.get(cls.__name__) is not cls:
+        raise TypeError(
+            f"{cls.__name__} cannot be saved in ase_mlp's format (its class is not registered "
+            "with ase_mlp.models.register_model: a model loaded from another framework's file "
+            "is kept as that file; rebuild sums of it in Python)")
+
+
 def save(model: Model, path) -> None:
     """Save ``model`` to ``path`` (any extension; ``.pt`` is customary)."""
     if not isinstance(model, Model):
         raise TypeError(f"can only save ase_mlp models, got {type(model).__name__}")
+    _check_saveable(model)
     data = {
         "format": FORMAT,
         "version": VERSION,

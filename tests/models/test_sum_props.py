@@ -177,3 +177,20 @@ def test_sum_refuses_per_atom_energies_of_a_system_level_member():
     with pytest.raises(PropertyNotImplementedError,
                        match=r"SumModel cannot give per-atom energies \(energies\)"):
         atoms.get_potential_energies()
+
+
+def test_sum_with_a_foreign_member_is_refused_by_save_before_writing(tmp_path):
+    """A sum holding a model of another framework cannot be rebuilt from ase_mlp's format:
+    save refuses it (naming the class) and writes nothing, instead of a file that fails to
+    load later."""
+    pytest.importorskip("metatomic.torch")
+    from ase_mlp.models.metatomic import MetatomicModel, lennard_jones
+    from ase_mlp.models.sum import SumModel
+    from ase_mlp.models.zbl import ZBL
+
+    lennard_jones(elements=["Ar", "Kr"], sigma=[[3.4, 3.5], [3.5, 3.6]],
+                  epsilon=[[0.01, 0.01], [0.01, 0.01]], cutoff=7.0).save(str(tmp_path / "lj.pt"))
+    lj = MetatomicModel.from_file(tmp_path / "lj.pt")
+    with pytest.raises(TypeError, match="MetatomicModel cannot be saved"):
+        SumModel(lj, ZBL(["Ar", "Kr"], 1.0, 2.0)).save(tmp_path / "sum.pt")
+    assert not (tmp_path / "sum.pt").exists()
