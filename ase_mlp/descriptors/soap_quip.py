@@ -517,7 +517,9 @@ class QuipSoap(torch.nn.Module):
             if self.two_l_plus_one:
                 p = p / math.sqrt(2 * l + 1)
             parts.append(p[:, self.pair_a, self.pair_b] * self.pair_factor.to(dtype))
-        desc = torch.stack(parts, 2).reshape(nc, -1)
+        desc = torch.stack(parts, 2)
+        # no centre of this descriptor's element in the batch: an empty (0, D) block
+        desc = desc.reshape(nc, -1) if nc else desc.new_zeros((0, self.dimension - 1))
         if self.normalise:
             norm = torch.linalg.vector_norm(desc, dim=1, keepdim=True)
             desc = desc / torch.where(norm > 0, norm, torch.ones_like(norm))

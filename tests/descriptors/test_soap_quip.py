@@ -239,3 +239,15 @@ def test_gap_fit_string_parses():
     soap = QuipSoap.from_quip_string(text)
     assert soap.cutoff == 4.0 and soap.Z == [29] and soap.species_Z == [29]
     assert soap.dimension == 4 * 5 // 2 * 4 + 1
+
+
+def test_batch_without_a_centre_of_its_element_gives_an_empty_block():
+    """A batch with no atom of the descriptor's centre element (an Al-only structure for a
+    Z=29 descriptor) gives a (0, D) block, not an error."""
+    soap = QuipSoap.from_quip_string(
+        "soap cutoff=4.0 n_max=4 l_max=3 atom_sigma=0.5 n_species=2 species_Z={13 29} Z=29")
+    Z = torch.tensor([13, 13])
+    i, j = torch.tensor([0, 1]), torch.tensor([1, 0])
+    v = torch.tensor([[2.5, 0.0, 0.0], [-2.5, 0.0, 0.0]], dtype=torch.float64)
+    desc, centres = soap(Z, i, j, v)
+    assert desc.shape == (0, soap.dimension) and centres.numel() == 0
