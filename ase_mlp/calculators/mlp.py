@@ -70,13 +70,17 @@ def load_model(*paths) -> Model:
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"model file not found: {p}")
-    tried, broken = [], []
+    tried, broken, formats = [], [], []
     for name, ep in model_formats().items():
         try:
-            fmt = ep.load()
+            formats.append((name, ep.load()))
         except Exception as err:  # a broken third-party plugin must not hide the others
             broken.append(f"{name} ({ep.value}): {type(err).__name__}: {err}")
-            continue
+    # catch-all formats (``fallback = True``: ase_mlp's own, which claims any torch.save
+    # archive to report what is wrong with it) are asked after every specific one, so a
+    # MACE pickle is not mistaken for a damaged ase_mlp file
+    formats.sort(key=lambda item: bool(getattr(item[1], "fallback", False)))
+    for name, fmt in formats:
         tried.append(name)
         if fmt.can_load(paths):
             model = fmt.load(paths)
@@ -86,7 +90,8 @@ def load_model(*paths) -> Model:
     raise ValueError(
         f"cannot recognise the model file(s) {[str(p) for p in paths]}; supported: one ase_mlp "
         f"model file, a LAMMPS .snapcoeff/.snapparam pair, an ML-IAP .model/.descriptor pair, a "
-        f"LAMMPS .snap/.mliap wrapper, a DeePMD .dp file or a metatomic .pt (formats tried: "
+        f"LAMMPS .snap/.mliap wrapper, a DeePMD .dp file, a metatomic .pt, a NequIP/Allegro "
+        f".nequip.pth/.pt2, a MACE .model or a GAP .xml (formats tried: "
         f"{tried}" + (f"; formats that failed to import: {broken}" if broken else "") + ")")
 
 

@@ -294,6 +294,10 @@ class OwnFormat:
     """Entry point for :meth:`MLPCalculator.from_file`: one path in ase_mlp's format."""
 
     name = "ase_mlp"
+    #: asked after every specific format: it claims any ``torch.save`` archive (to say what
+    #: is wrong with a damaged model file), so pickled modules of other frameworks (MACE)
+    #: must be recognised first
+    fallback = True
 
     @staticmethod
     def can_load(paths) -> bool:
