@@ -193,6 +193,8 @@ class MLPCalculator(Calculator):
         neighbour list (one vectorised pass); ``0`` disables the check.
     max_batch_atoms : int or None
         Most atoms :meth:`calculate_batch` gives the model in one call (default
+        ``"auto"``: the model's ``cpu_batch_atoms`` on the CPU where it sets one, e.g. 128
+        for MACE, whose large calls cost more per atom on a CPU; else
         :data:`MAX_BATCH_ATOMS` = 2048): a longer list of structures is split into
         consecutive chunks of whole structures, one model call each, so the peak memory
         (neighbour lists, per-edge intermediates, autograd graphs: ~0.5 MB per atom for
@@ -226,10 +228,11 @@ class MLPCalculator(Calculator):
 
     def __init__(self, model: Model, device=None, dtype=None, *, skin: float = 1.0,
                  neighbors: str = "auto", threads: int | None = None, backend: str | None = None,
-                 min_distance: float = 0.1, max_batch_atoms: int | None = MAX_BATCH_ATOMS,
+                 min_distance: float = 0.1, max_batch_atoms: int | str | None = "auto",
                  **kwargs):
         super().__init__(**kwargs)
-        self.max_batch_atoms = _check_max_batch_atoms(max_batch_atoms)
+        auto_batch = isinstance(max_batch_atoms, str) and max_batch_atoms == "auto"
+        self.max_batch_atoms = None if auto_batch else _check_max_batch_atoms(max_batch_atoms)
         self.threads = check_threads(threads)
         self.backend = None if backend is None else check_backend(backend)
         if not isinstance(model, Model):
@@ -245,6 +248,9 @@ class MLPCalculator(Calculator):
         source = getattr(model, "source_file", None)
         check_finite_parameters(model, where=None if source is None else str(source))
         self.device = torch.device(device if device is not None else _default_device())
+        if auto_batch:  # the model's preferred chunk on the CPU (MACE: small calls), else 2048
+            hint = getattr(model, "cpu_batch_atoms", None) if self.device.type == "cpu" else None
+            self.max_batch_atoms = _check_max_batch_atoms(hint or MAX_BATCH_ATOMS)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(
                 f"device={str(device)!r} was requested, but torch {torch.__version__} sees no "

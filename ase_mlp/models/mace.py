@@ -170,6 +170,10 @@ class MaceModel(Model):
     per_atom_energies: ClassVar[bool] = True
     #: per-atom virials from dE/dr_ij: exact, the energy depends on edge vectors only
     per_atom_virials: ClassVar[bool] = True
+    #: MLPCalculator's default chunk of ``calculate_batch`` on the CPU: MACE's per-atom cost
+    #: grows with the size of a call there (16 x 64 atoms: 5.0 s in 128-atom calls, 8.0 s
+    #: in 512, ~10.5 s in 2048; benchmarks/bench_mace.py)
+    cpu_batch_atoms: ClassVar[int] = 128
 
     def __init__(self, model, *, head: str | None = None, source: str | None = None):
         super().__init__()

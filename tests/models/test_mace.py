@@ -354,3 +354,16 @@ def test_qtb_200_steps_equals_qtb_on_mace_calculator(calc, oracle, one_thread):
         QTB(atoms, 2 * units.fs, 300.0, 0.01 / units.fs, rng=4).run(200)
         runs.append(atoms)
     np.testing.assert_allclose(runs[0].positions, runs[1].positions, rtol=0, atol=1e-8)
+
+
+def test_cpu_batches_default_to_small_calls(mace_file):
+    """On the CPU MACE's cost per atom grows with the size of a call, so MLPCalculator's
+    ``max_batch_atoms="auto"`` takes the model's ``cpu_batch_atoms`` (128); an explicit value
+    wins."""
+    from ase_mlp.calculators.mlp import MAX_BATCH_ATOMS
+
+    model = MaceModel.from_file(mace_file)
+    assert MLPCalculator(model, device="cpu").max_batch_atoms == MaceModel.cpu_batch_atoms == 128
+    assert MLPCalculator(model, device="cpu", max_batch_atoms=4096).max_batch_atoms == 4096
+    assert MLPCalculator(model, device="cpu", max_batch_atoms=None).max_batch_atoms is None
+    assert MAX_BATCH_ATOMS == 2048
