@@ -310,11 +310,23 @@ class OwnFormat:
             return False
         if head[:2] != b"PK":  # torch.save zip archive
             return False
-        return not _is_torchscript(paths[0])
+        return _is_torch_save(paths[0]) and not _is_torchscript(paths[0])
 
     @staticmethod
     def load(paths) -> Model:
         return load(paths[0])
+
+
+def _is_torch_save(path) -> bool:
+    """A ``torch.save`` archive: a zip with a ``<name>/data.pkl`` (AOTInductor packages,
+    e.g. NequIP ``.nequip.pt2``, have none)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return any(name.endswith("/data.pkl") for name in zf.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
 
 
 def _is_torchscript(path) -> bool:
