@@ -127,6 +127,22 @@ def summarize(results, keys=("wall", "cpu", "added_mb")) -> dict:
     return {k: stats([r[k] for r in results]) for k in keys if all(k in r for r in results)}
 
 
+def report_pair(res: dict, theirs: str, n_atoms: int, *, ours: str = "ase_mlp") -> dict:
+    """Print the min / median / max wall time (and per atom), the CPU-time median and the
+    added peak memory of each side of an :func:`interleave` result, and the ratio
+    ``theirs / ours`` of the wall medians (> 1: ours faster); returns
+    ``{"summary", "ratio", "atoms"}``."""
+    summ = {n: summarize(r) for n, r in res.items()}
+    for n, st in summ.items():
+        w, c, m = st["wall"], st["cpu"], st["added_mb"]
+        print(f"  {n:8s} wall {w['min']:.3f} / {w['median']:.3f} / {w['max']:.3f} s "
+              f"({w['median'] / n_atoms * 1e6:.1f} us/atom)  cpu median "
+              f"{c['median']:.3f} s  added peak {m['median']:.0f} MB")
+    ratio = summ[theirs]["wall"]["median"] / summ[ours]["wall"]["median"]
+    print(f"  ratio {theirs} / {ours} (medians): {ratio:.2f}")
+    return {"summary": summ, "ratio": ratio, "atoms": n_atoms}
+
+
 # -----------------------------------------------------------------------------
 # background load: processes that keep cores busy
 # -----------------------------------------------------------------------------

@@ -46,7 +46,7 @@ import tempfile
 import time
 
 import numpy as np
-from _harness import hwm_mb, interleave, reset_peak, rss_mb, run_isolated, summarize
+from _harness import hwm_mb, interleave, report_pair, reset_peak, rss_mb, run_isolated
 from ase import Atoms
 from ase.build import bulk
 
@@ -140,17 +140,11 @@ def _section(label, big, path, args):
     res = interleave({"ase_mlp": side("ase_mlp"), "mace": side("mace")}, args.pairs, log=log)
     e_diff = max(abs(a - b) for a, b in zip(res["ase_mlp"][0]["energies"],
                                             res["mace"][0]["energies"], strict=True))
-    summ = {n: summarize(r) for n, r in res.items()}
-    ratio = summ["mace"]["wall"]["median"] / summ["ase_mlp"]["wall"]["median"]
     n_atoms = 64 * args.n_structures if big == 0 else big
     print(f"{label}: |E_ase_mlp - E_mace| max {e_diff:.2e} eV")
-    for n, st in summ.items():
-        w, c, m = st["wall"], st["cpu"], st["added_mb"]
-        print(f"  {n:8s} wall {w['min']:.3f} / {w['median']:.3f} / {w['max']:.3f} s "
-              f"({w['median'] / n_atoms * 1e6:.1f} us/atom)  cpu median "
-              f"{c['median']:.3f} s  added peak {m['median']:.0f} MB")
-    print(f"  ratio mace / ase_mlp (medians): {ratio:.2f}")
-    return {"summary": summ, "ratio": ratio, "max_energy_diff": e_diff, "atoms": n_atoms}
+    out = report_pair(res, "mace", n_atoms)
+    out["max_energy_diff"] = e_diff
+    return out
 
 
 def main(argv=None):

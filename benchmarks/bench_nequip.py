@@ -45,7 +45,7 @@ import time
 import warnings
 
 import numpy as np
-from _harness import hwm_mb, interleave, reset_peak, rss_mb, run_isolated, summarize
+from _harness import hwm_mb, interleave, report_pair, reset_peak, rss_mb, run_isolated
 
 
 ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -160,17 +160,11 @@ def _section(label, big, path, args):
     e_diff = max(abs(a - b) / abs(b) for a, b in zip(res["ase_mlp"][0]["energies"],
                                                      res["nequip"][0]["energies"],
                                                      strict=True))
-    summ = {n: summarize(r) for n, r in res.items()}
-    ratio = summ["nequip"]["wall"]["median"] / summ["ase_mlp"]["wall"]["median"]
     n_atoms = res["ase_mlp"][0]["n_atoms"]
     print(f"{label} ({n_atoms} atoms): |E_ase_mlp - E_nequip| / |E| max {e_diff:.2e}")
-    for n, st in summ.items():
-        w, c, m = st["wall"], st["cpu"], st["added_mb"]
-        print(f"  {n:8s} wall {w['min']:.3f} / {w['median']:.3f} / {w['max']:.3f} s "
-              f"({w['median'] / n_atoms * 1e6:.1f} us/atom)  cpu median "
-              f"{c['median']:.3f} s  added peak {m['median']:.0f} MB")
-    print(f"  ratio nequip / ase_mlp (medians): {ratio:.2f}")
-    return {"summary": summ, "ratio": ratio, "max_energy_rel_diff": e_diff, "atoms": n_atoms}
+    out = report_pair(res, "nequip", n_atoms)
+    out["max_energy_rel_diff"] = e_diff
+    return out
 
 
 def main(argv=None):
