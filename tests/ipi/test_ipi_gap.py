@@ -14,7 +14,7 @@ import pytest
 from ase.build import bulk
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 pytest.importorskip("quippy")  # the same install ships gap_fit, which trains the model
 if shutil.which("gap_fit") is None:  # pragma: no cover
     pytest.skip("gap_fit (QUIP/GAP) is not on PATH", allow_module_level=True)

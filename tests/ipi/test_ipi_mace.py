@@ -11,7 +11,7 @@ import torch
 from ase.build import bulk
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 pytest.importorskip("mace.modules")
 
 from test_ipi_plugins import check_served  # noqa: E402

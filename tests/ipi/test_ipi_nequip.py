@@ -15,7 +15,7 @@ import pathlib
 import pytest
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 pytest.importorskip("nequip")
 
 from test_ipi_plugins import check_served  # noqa: E402

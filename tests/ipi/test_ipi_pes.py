@@ -12,7 +12,7 @@ from ase import units
 from ase.io import write
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 
 import ase_mlp.ipi.pes as pes  # noqa: E402
 from ase_mlp.ipi import ipi_input, read_properties  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 from ase import Atoms, units
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 
 from ase_mlp.calculators.oscillators import (  # noqa: E402
     HBAR,

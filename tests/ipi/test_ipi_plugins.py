@@ -26,7 +26,7 @@ from ase.build import bulk
 from ase.io import write
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 
 from ase_mlp.calculators import MLPCalculator  # noqa: E402
 from ase_mlp.ipi import ipi_input, read_properties  # noqa: E402

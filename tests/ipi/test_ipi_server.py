@@ -22,7 +22,7 @@ from ase.calculators.emt import EMT
 from ase.io import write
 
 
-pytest.importorskip("ipi")
+pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
 
 from ase_mlp.calculators.oscillators import HarmonicOscillators  # noqa: E402
 from ase_mlp.cli import default_model_path  # noqa: E402

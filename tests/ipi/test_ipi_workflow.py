@@ -40,7 +40,7 @@ PROPS = ("step", "potential{electronvolt}", "kinetic_cv{electronvolt}", "tempera
 
 
 def test_gle_template_thermalises_classical_oscillators(tmp_path):
-    pytest.importorskip("ipi")
+    pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
     from ase_mlp.ipi import run
 
     atoms, calc, _ = _oscillators()
@@ -56,7 +56,7 @@ def test_gle_template_thermalises_classical_oscillators(tmp_path):
 
 @pytest.mark.slow
 def test_piglet_template_with_canonical_matrices_gives_ring_polymer_energy(tmp_path):
-    pytest.importorskip("ipi")
+    pytest.importorskip("ipi.engine")  # "ipi" alone would find tests/ipi (a namespace package)
     from ase_mlp.ipi import run
 
     atoms, calc, omega = _oscillators()
