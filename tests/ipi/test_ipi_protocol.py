@@ -274,9 +274,11 @@ def test_reconnects_to_a_restarted_server(sock_name, gan_calc, gan_atoms, rng):
     t, out = _serve(drv)
     conn = srv.accept()
     Server.init(conn)
-    conn.close()
+    # stop listening before hanging up: otherwise the driver's first reconnect can land in
+    # the old socket's backlog and be dropped by its close (a second, legitimate reconnect)
     srv.close()
     os.unlink(srv.path)
+    conn.close()
     time.sleep(0.3)
     srv = Server(sock_name)                   # "restarted" server
     try:
