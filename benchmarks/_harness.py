@@ -127,6 +127,22 @@ def summarize(results, keys=("wall", "cpu", "added_mb")) -> dict:
     return {k: stats([r[k] for r in results]) for k in keys if all(k in r for r in results)}
 
 
+def time_evaluations(evaluate, steps: int, rss0: float) -> dict:
+    """One untimed warm-up of ``evaluate()`` (returns the energies), then ``steps`` timed
+    calls: ``{"wall", "cpu"}`` per call, ``added_mb`` (peak RSS minus ``rss0``) and the
+    last ``energies``."""
+    import time
+
+    energies = evaluate()   # warm-up
+    reset_peak()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        energies = evaluate()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall": wall / steps, "cpu": cpu / steps, "added_mb": hwm_mb() - rss0,
+            "energies": [float(e) for e in energies]}
+
+
 def report_pair(res: dict, theirs: str, n_atoms: int, *, ours: str = "ase_mlp") -> dict:
     """Print the min / median / max wall time (and per atom), the CPU-time median and the
     added peak memory of each side of an :func:`interleave` result, and the ratio

@@ -49,7 +49,15 @@ import tempfile
 import time
 
 import numpy as np
-from _harness import hwm_mb, interleave, report_pair, reset_peak, rss_mb, run_isolated
+from _harness import (
+    hwm_mb,
+    interleave,
+    report_pair,
+    reset_peak,
+    rss_mb,
+    run_isolated,
+    time_evaluations,
+)
 from ase import Atoms
 
 
@@ -115,14 +123,7 @@ def _child(side, path, n_structures, big, steps, q):
             return [float(np.ravel(dp.eval(a.positions[None], a.cell.array.reshape(1, 9),
                                            t)[0])[0]) for a, t in zip(images, types, strict=True)]
 
-    energies = evaluate()   # warm-up
-    reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        energies = evaluate()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    q.put({"wall": wall / steps, "cpu": cpu / steps, "added_mb": hwm_mb() - rss0,
-           "energies": [float(e) for e in energies]})
+    q.put(time_evaluations(evaluate, steps, rss0))
 
 
 def _chunk_child(path, n_structures, limit, q):

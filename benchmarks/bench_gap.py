@@ -40,7 +40,13 @@ import tempfile
 import time
 
 import numpy as np
-from _harness import hwm_mb, interleave, report_pair, reset_peak, rss_mb, run_isolated
+from _harness import (
+    interleave,
+    report_pair,
+    rss_mb,
+    run_isolated,
+    time_evaluations,
+)
 
 
 ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
@@ -111,14 +117,7 @@ def _child(side, path, n_structures, big, steps, q):
                 out.append(pot.results["energy"])
             return out
 
-    energies = evaluate()   # warm-up
-    reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        energies = evaluate()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    q.put({"wall": wall / steps, "cpu": cpu / steps, "added_mb": hwm_mb() - rss0,
-           "energies": [float(e) for e in energies], "atoms": sum(len(a) for a in images)})
+    q.put({**time_evaluations(evaluate, steps, rss0), "atoms": sum(len(a) for a in images)})
 
 
 def _section(label, big, path, args):

@@ -43,10 +43,15 @@ import pathlib
 import platform
 import sys
 import tempfile
-import time
 
 import numpy as np
-from _harness import hwm_mb, interleave, report_pair, reset_peak, rss_mb, run_isolated
+from _harness import (
+    interleave,
+    report_pair,
+    rss_mb,
+    run_isolated,
+    time_evaluations,
+)
 from ase import Atoms
 from ase.build import bulk
 
@@ -119,14 +124,7 @@ def _child(side, path, n_structures, big, steps, max_batch_atoms, q):
                 out.append(calc.results["energy"])
             return out
 
-    energies = evaluate()   # warm-up
-    reset_peak()
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        energies = evaluate()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    q.put({"wall": wall / steps, "cpu": cpu / steps, "added_mb": hwm_mb() - rss0,
-           "energies": [float(e) for e in energies]})
+    q.put(time_evaluations(evaluate, steps, rss0))
 
 
 def _section(label, big, path, args):
